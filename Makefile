@@ -1,0 +1,107 @@
+# Production Control: the Makefile is the operations interface (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+RUN := $(UV) run --frozen
+API_HOST ?= 127.0.0.1
+API_PORT ?= 8000
+S3_PORT ?= 9000
+Q ?= fast
+JOB ?= close_expired_batches
+RABBIT_API ?= http://guest:guest@127.0.0.1:15672/api
+
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: uv
+uv: ## install uv with pip when it is missing
+	@command -v uv >/dev/null 2>&1 || test -x "$(UV)" || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+.PHONY: sync
+sync: uv ## install the locked dependencies into .venv
+	@$(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv") sync --frozen
+
+.PHONY: migrate
+migrate: sync ## apply database migrations
+	$(RUN) alembic upgrade head
+
+.PHONY: revision
+revision: sync ## create a migration: make revision m="what changed"
+	$(RUN) alembic revision --autogenerate -m "$(m)"
+
+.PHONY: run
+run: migrate ## everything locally: api, a worker per queue, scheduler, local S3
+	@echo "Docs: http://$(API_HOST):$(API_PORT)/docs  (OpenAPI: /schema/openapi.json)"
+	@S3_ENDPOINT_URL=$${S3_ENDPOINT_URL:-http://127.0.0.1:$(S3_PORT)} \
+	  LOCAL_S3=$${S3_ENDPOINT_URL:+external} S3_PORT=$(S3_PORT) \
+	  $(RUN) honcho -f Procfile start
+
+.PHONY: api
+api: sync ## the api alone
+	$(RUN) python -m app
+
+.PHONY: worker
+worker: sync ## one worker group: make worker Q=heavy
+	$(RUN) python -m workers --queues $(Q)
+
+.PHONY: scheduler
+scheduler: sync ## the scheduler alone
+	$(RUN) python -m scheduler
+
+.PHONY: test
+test: sync ## the whole suite against the real PostgreSQL, RabbitMQ and a local S3
+	$(RUN) pytest
+
+.PHONY: lint
+lint: sync ## ruff format check + lint
+	$(RUN) ruff format --check .
+	$(RUN) ruff check .
+
+.PHONY: fmt
+fmt: sync ## format and autofix
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+.PHONY: bench
+bench: sync ## benchmarks; figures printed and written to bench/results.json
+	$(RUN) python -m bench
+
+.PHONY: rabbit-ui
+rabbit-ui: ## enable the RabbitMQ management console and print its URL
+	@rabbitmq-plugins enable rabbitmq_management >/dev/null && echo "RabbitMQ console: http://127.0.0.1:15672 (guest/guest)"
+
+.PHONY: queues
+queues: ## depth of every queue (management API)
+	@curl -fsS "$(RABBIT_API)/queues" | $(RUN) python -c 'import json,sys; [print(f"{q[\"vhost\"]:<24} {q[\"name\"]:<24} ready={q.get(\"messages_ready\",0):<8} unacked={q.get(\"messages_unacknowledged\",0)}") for q in json.load(sys.stdin)]'
+
+.PHONY: dlq
+dlq: sync ## list dead-lettered messages
+	$(RUN) python -m workers.dead_letters list
+
+.PHONY: dlq-requeue
+dlq-requeue: sync ## move dead-lettered messages back to their queues
+	$(RUN) python -m workers.dead_letters requeue
+
+.PHONY: api-key
+api-key: sync ## create an API key (printed once; stored hashed): make api-key name=1c
+	$(RUN) python -m app.api_keys create "$(or $(name),default)"
+
+.PHONY: scheduler-run
+scheduler-run: sync ## fire one scheduled job now: make scheduler-run JOB=close_expired_batches
+	$(RUN) python -m scheduler run $(JOB)
+
+.PHONY: up
+up: ## compose: the whole stack in containers
+	docker compose --profile all up -d --build
+
+.PHONY: down
+down: ## compose: stop the stack
+	docker compose --profile all down
+
+.PHONY: logs
+logs: ## compose: follow logs
+	docker compose --profile all logs -f

@@ -1,0 +1,105 @@
+"""HTTP for batches (shift tasks): thin, parse -> service -> serialize."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Controller, Response, get, patch, post
+from litestar.params import Body, FromQuery, JSONBody, Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
+from app.batches import service
+from app.batches.schemas import BatchFilters, BatchInput, BatchListItem, BatchOut, resolve_batch
+from app.schemas import Limit, Offset, Page, PositiveId
+
+BatchFeed = Annotated[list[BatchInput], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class BatchController(Controller):
+    path = "/api/v1/batches"
+    tags = ["batches"]
+
+    @post(
+        "/",
+        summary="Ingest shift tasks from 1C",
+        description=(
+            "A JSON array of 1..1000 shift tasks with English or 1C Russian keys. A duplicate "
+            "(batch_number, batch_date), in the database or twice in the array, is a 409 and "
+            "nothing is written, unless `on_conflict=update` (the 1C re-send rule: overwrite)."
+        ),
+        responses={**CONFLICT, **INVALID},
+        status_code=HTTP_201_CREATED,
+    )
+    async def create_batches(
+        self,
+        db: Db,
+        data: Annotated[BatchFeed, Body(description="Shift tasks as 1C sends them")],
+        on_conflict: Annotated[
+            Literal["error", "update"],
+            Parameter(description="`update` overwrites existing batches"),
+        ] = "error",
+    ) -> Response[list[BatchOut]]:
+        items = [resolve_batch(item, ["body", i], partial=False) for i, item in enumerate(data)]
+        batches, created = await service.create_batches(
+            db, items, overwrite=on_conflict == "update"
+        )
+        return Response(batches, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
+
+    @get("/", summary="List batches", responses=INVALID)
+    async def list_batches(
+        self,
+        db: Db,
+        is_closed: FromQuery[bool | None] = None,
+        batch_number: Annotated[int | None, Parameter(ge=1, le=2**31 - 1)] = None,
+        batch_date: FromQuery[dt.date | None] = None,
+        batch_date_from: FromQuery[dt.date | None] = None,
+        batch_date_to: FromQuery[dt.date | None] = None,
+        work_center_id: Annotated[int | None, Parameter(ge=1, le=2**31 - 1)] = None,
+        shift: FromQuery[str | None] = None,
+        nomenclature: FromQuery[str | None] = None,
+        offset: Offset = 0,
+        limit: Limit = 20,
+    ) -> Page[BatchListItem]:
+        filters = BatchFilters(
+            is_closed=is_closed,
+            batch_number=batch_number,
+            batch_date=batch_date,
+            batch_date_from=batch_date_from,
+            batch_date_to=batch_date_to,
+            work_center_id=work_center_id,
+            shift=shift,
+            nomenclature=nomenclature,
+        )
+        items, total = await service.list_batches(db, filters, offset, limit)
+        return Page(items=items, total=total, offset=offset, limit=limit)
+
+    @get(
+        "/{batch_id:int}",
+        summary="Get a batch with its products",
+        responses={**NOT_FOUND, **INVALID},
+    )
+    async def get_batch(self, db: Db, batch_id: PositiveId) -> BatchOut:
+        return await service.get_batch(db, batch_id)
+
+    @patch(
+        "/{batch_id:int}",
+        summary="Update a batch",
+        description="Any field; `is_closed: true` sets closed_at, `false` clears it.",
+        responses={**NOT_FOUND, **CONFLICT, **INVALID},
+    )
+    async def update_batch(
+        self, db: Db, batch_id: PositiveId, data: JSONBody[BatchInput]
+    ) -> BatchOut:
+        return await service.update_batch(db, batch_id, resolve_batch(data, ["body"], partial=True))
+
+    @post(
+        "/{batch_id:int}/close",
+        summary="Close a batch",
+        status_code=HTTP_200_OK,
+        responses={**NOT_FOUND, **INVALID},
+    )
+    async def close_batch(self, db: Db, batch_id: PositiveId) -> BatchOut:
+        return await service.close_batch(db, batch_id)

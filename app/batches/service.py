@@ -1,0 +1,391 @@
+"""Batch rules: 1C ingest with the duplicate/overwrite rule, listing, updates, closing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from sqlalchemy import Select, and_, case, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.batches.schemas import (
+    BatchFields,
+    BatchFilters,
+    BatchListItem,
+    BatchOut,
+    ProductBrief,
+    WorkCenterOut,
+)
+from app.errors import Conflict, FieldError, InputInvalid, NotFound
+from app.models import Batch, Product, WorkCenter
+from app.outbox import emit_events
+
+BATCH_COLUMNS = (
+    "is_closed",
+    "task_description",
+    "shift",
+    "team",
+    "batch_number",
+    "batch_date",
+    "nomenclature",
+    "ekn_code",
+    "shift_start",
+    "shift_end",
+)
+
+
+async def upsert_work_centers(session: AsyncSession, pairs: dict[str, str]) -> dict[str, int]:
+    """identifier -> id, creating or renaming work centers (the last name sent wins)."""
+    if not pairs:
+        return {}
+    stmt = pg_insert(WorkCenter).values(
+        [{"identifier": ident, "name": name} for ident, name in sorted(pairs.items())]
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[WorkCenter.identifier],
+        set_={"name": stmt.excluded.name},
+        where=WorkCenter.name.is_distinct_from(stmt.excluded.name),
+    )
+    await session.execute(stmt)
+    rows = await session.execute(
+        select(WorkCenter.identifier, WorkCenter.id).where(WorkCenter.identifier.in_(pairs))
+    )
+    return {identifier: id_ for identifier, id_ in rows.all()}
+
+
+def _batch_row(fields: dict[str, Any], work_center_ids: dict[str, int]) -> dict[str, Any]:
+    row = {column: fields[column] for column in BATCH_COLUMNS if column in fields}
+    if "work_center_identifier" in fields:
+        row["work_center_id"] = work_center_ids[fields["work_center_identifier"]]
+    return row
+
+
+def _number_date_error(item: BatchFields, message: str) -> FieldError:
+    return FieldError(loc=[*item.loc, item.keys["batch_number"]], msg=message, type="duplicate")
+
+
+async def create_batches(
+    session: AsyncSession, items: Sequence[BatchFields], *, overwrite: bool
+) -> tuple[list[BatchOut], int]:
+    """Insert a 1C feed; returns the batches in input order and how many were new.
+
+    Without `overwrite` any (batch_number, batch_date) already present, or sent twice, is a
+    409 and nothing is written (the caller's transaction rolls back).
+    """
+    seen: dict[tuple[int, dt.date], int] = {}
+    for index, item in enumerate(items):
+        key = (item.values["batch_number"], item.values["batch_date"])
+        if key in seen:
+            raise Conflict(
+                f"Batch {key[0]} of {key[1].isoformat()} appears twice in the request "
+                f"(items {seen[key]} and {index})",
+                [_number_date_error(item, "duplicate of an earlier item in this request")],
+            )
+        seen[key] = index
+
+    work_center_ids = await upsert_work_centers(
+        session,
+        {i.values["work_center_identifier"]: i.values["work_center_name"] for i in items},
+    )
+    keys = list(seen)
+    existing = {
+        (row.batch_number, row.batch_date): row
+        for row in (
+            await session.execute(
+                select(Batch.id, Batch.batch_number, Batch.batch_date, Batch.is_closed)
+                .where(tuple_(Batch.batch_number, Batch.batch_date).in_(keys))
+                .with_for_update()
+            )
+        ).all()
+    }
+    if existing and not overwrite:
+        duplicates = [
+            i for i in items if (i.values["batch_number"], i.values["batch_date"]) in existing
+        ]
+        first = duplicates[0].values
+        raise Conflict(
+            f"Batch {first['batch_number']} of {first['batch_date'].isoformat()} already exists"
+            + (f" (and {len(duplicates) - 1} more)" if len(duplicates) > 1 else "")
+            + "; send ?on_conflict=update to overwrite",
+            [_number_date_error(i, "batch already exists") for i in duplicates],
+        )
+
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for item in items:
+        row = _batch_row(item.values, work_center_ids)
+        row["closed_at"] = now if row["is_closed"] else None
+        rows.append(row)
+    stmt = pg_insert(Batch).values(rows)
+    if overwrite:
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            constraint="uq_batches_number_date",
+            set_={
+                **{c: excluded[c] for c in BATCH_COLUMNS},
+                "work_center_id": excluded.work_center_id,
+                # Keep the original close time when a closed batch is re-sent closed.
+                "closed_at": case(
+                    (excluded.is_closed, func.coalesce(Batch.closed_at, excluded.closed_at)),
+                    else_=None,
+                ),
+                "updated_at": func.now(),
+            },
+        )
+    result = await session.execute(stmt.returning(Batch.id, Batch.batch_number, Batch.batch_date))
+    ids_by_key = {(r.batch_number, r.batch_date): r.id for r in result.all()}
+    ordered_ids = [ids_by_key[key] for key in keys]
+    batches = await load_batches(session, ordered_ids)
+
+    created = [b for b in batches if (b.batch_number, b.batch_date) not in existing]
+    updated = [b for b in batches if (b.batch_number, b.batch_date) in existing]
+    closed_now = [
+        b for b in updated if b.is_closed and not existing[(b.batch_number, b.batch_date)].is_closed
+    ]
+    await emit_events(session, "batch_created", [event_data(b) for b in created])
+    await emit_events(session, "batch_updated", [event_data(b) for b in updated])
+    await emit_events(session, "batch_closed", [event_data(b) for b in closed_now])
+    return batches, len(created)
+
+
+def event_data(batch: BatchOut | BatchListItem) -> dict[str, Any]:
+    data = msgspec.to_builtins(batch)
+    data.pop("products", None)
+    data["batch_id"] = data["id"]
+    return data
+
+
+def _batch_select() -> Select[Any]:
+    return select(Batch, WorkCenter).join(WorkCenter, Batch.work_center_id == WorkCenter.id)
+
+
+def _work_center_out(wc: WorkCenter) -> WorkCenterOut:
+    return WorkCenterOut(id=wc.id, identifier=wc.identifier, name=wc.name)
+
+
+def _common(batch: Batch, wc: WorkCenter) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "is_closed": batch.is_closed,
+        "closed_at": batch.closed_at,
+        "task_description": batch.task_description,
+        "work_center": _work_center_out(wc),
+        "shift": batch.shift,
+        "team": batch.team,
+        "batch_number": batch.batch_number,
+        "batch_date": batch.batch_date,
+        "nomenclature": batch.nomenclature,
+        "ekn_code": batch.ekn_code,
+        "shift_start": batch.shift_start,
+        "shift_end": batch.shift_end,
+        "created_at": batch.created_at,
+        "updated_at": batch.updated_at,
+    }
+
+
+async def load_batches(session: AsyncSession, ids: Sequence[int]) -> list[BatchOut]:
+    """Full batch objects (with products) in the order of `ids`, in two queries."""
+    if not ids:
+        return []
+    pairs = (await session.execute(_batch_select().where(Batch.id.in_(ids)))).all()
+    products: dict[int, list[ProductBrief]] = {batch_id: [] for batch_id in ids}
+    rows = await session.execute(
+        select(
+            Product.batch_id,
+            Product.id,
+            Product.unique_code,
+            Product.is_aggregated,
+            Product.aggregated_at,
+        )
+        .where(Product.batch_id.in_(ids))
+        .order_by(Product.id)
+    )
+    for batch_id, id_, code, aggregated, aggregated_at in rows.all():
+        products[batch_id].append(ProductBrief(id_, code, aggregated, aggregated_at))
+    by_id = {
+        batch.id: BatchOut(**_common(batch, wc), products=products[batch.id]) for batch, wc in pairs
+    }
+    return [by_id[i] for i in ids if i in by_id]
+
+
+async def get_batch(session: AsyncSession, batch_id: int) -> BatchOut:
+    found = await load_batches(session, [batch_id])
+    if not found:
+        raise NotFound(f"Batch {batch_id} not found")
+    return found[0]
+
+
+def _filter_conditions(filters: BatchFilters) -> list[Any]:
+    conditions: list[Any] = []
+    if filters.is_closed is not None:
+        conditions.append(Batch.is_closed.is_(filters.is_closed))
+    if filters.batch_number is not None:
+        conditions.append(Batch.batch_number == filters.batch_number)
+    if filters.batch_date is not None:
+        conditions.append(Batch.batch_date == filters.batch_date)
+    if filters.batch_date_from is not None:
+        conditions.append(Batch.batch_date >= filters.batch_date_from)
+    if filters.batch_date_to is not None:
+        conditions.append(Batch.batch_date <= filters.batch_date_to)
+    if filters.work_center_id is not None:
+        conditions.append(Batch.work_center_id == filters.work_center_id)
+    if filters.shift is not None:
+        conditions.append(Batch.shift == filters.shift)
+    if filters.nomenclature is not None:
+        conditions.append(Batch.nomenclature == filters.nomenclature)
+    return conditions
+
+
+def filtered_batches(filters: BatchFilters) -> Select[Any]:
+    """The batches a filter set selects, ordered by id (shared by the list and export)."""
+    return _batch_select().where(and_(True, *_filter_conditions(filters))).order_by(Batch.id)
+
+
+async def list_batches(
+    session: AsyncSession, filters: BatchFilters, offset: int, limit: int
+) -> tuple[list[BatchListItem], int]:
+    conditions = _filter_conditions(filters)
+    total = (
+        await session.execute(
+            select(func.count()).select_from(Batch).where(and_(True, *conditions))
+        )
+    ).scalar_one()
+    pairs = (await session.execute(filtered_batches(filters).offset(offset).limit(limit))).all()
+    return await _list_items(session, pairs), total
+
+
+async def _list_items(session: AsyncSession, pairs: Sequence[Any]) -> list[BatchListItem]:
+    """List-shaped batches: product counts from one grouped query, never one per batch."""
+    ids = [batch.id for batch, _ in pairs]
+    counts = {
+        batch_id: (count, aggregated)
+        for batch_id, count, aggregated in (
+            await session.execute(
+                select(Product.batch_id, func.count(), func.count().filter(Product.is_aggregated))
+                .where(Product.batch_id.in_(ids))
+                .group_by(Product.batch_id)
+            )
+        ).all()
+    }
+    return [
+        BatchListItem(
+            **_common(batch, wc),
+            product_count=counts.get(batch.id, (0, 0))[0],
+            aggregated_count=counts.get(batch.id, (0, 0))[1],
+        )
+        for batch, wc in pairs
+    ]
+
+
+async def update_batch(session: AsyncSession, batch_id: int, item: BatchFields) -> BatchOut:
+    batch = (
+        await session.execute(select(Batch).where(Batch.id == batch_id).with_for_update())
+    ).scalar_one_or_none()
+    if batch is None:
+        raise NotFound(f"Batch {batch_id} not found")
+    fields = item.values
+    was_closed = batch.is_closed
+
+    start = fields.get("shift_start", batch.shift_start)
+    end = fields.get("shift_end", batch.shift_end)
+    if end < start:
+        key = item.keys.get("shift_end") or item.keys["shift_start"]
+        raise InputInvalid.at(
+            [*item.loc, key], "shift end must not be before shift start", "shift_order"
+        )
+
+    number = fields.get("batch_number", batch.batch_number)
+    date = fields.get("batch_date", batch.batch_date)
+    if (number, date) != (batch.batch_number, batch.batch_date):
+        clash = (
+            await session.execute(
+                select(Batch.id).where(
+                    Batch.batch_number == number, Batch.batch_date == date, Batch.id != batch_id
+                )
+            )
+        ).scalar_one_or_none()
+        if clash is not None:
+            key = item.keys.get("batch_number") or item.keys["batch_date"]
+            raise Conflict(
+                f"Batch {number} of {date.isoformat()} already exists (id {clash})",
+                [FieldError(loc=[*item.loc, key], msg="batch already exists", type="duplicate")],
+            )
+
+    if "work_center_identifier" in fields:
+        wc_name = fields.get("work_center_name")
+        if wc_name is None:
+            current = await session.get(WorkCenter, batch.work_center_id)
+            existing = (
+                await session.execute(
+                    select(WorkCenter.name).where(
+                        WorkCenter.identifier == fields["work_center_identifier"]
+                    )
+                )
+            ).scalar_one_or_none()
+            wc_name = existing or (current.name if current else fields["work_center_identifier"])
+        ids = await upsert_work_centers(session, {fields["work_center_identifier"]: wc_name})
+        batch.work_center_id = ids[fields["work_center_identifier"]]
+    elif "work_center_name" in fields:
+        await session.execute(
+            update(WorkCenter)
+            .where(WorkCenter.id == batch.work_center_id)
+            .values(name=fields["work_center_name"])
+        )
+
+    for column in BATCH_COLUMNS:
+        if column in fields:
+            setattr(batch, column, fields[column])
+    if "is_closed" in fields:
+        if fields["is_closed"] and not was_closed:
+            batch.closed_at = dt.datetime.now(dt.UTC)
+        elif not fields["is_closed"]:
+            batch.closed_at = None
+    batch.updated_at = dt.datetime.now(dt.UTC)
+    await session.flush()
+
+    result = await get_batch(session, batch_id)
+    await emit_events(session, "batch_updated", [event_data(result)])
+    if result.is_closed and not was_closed:
+        await emit_events(session, "batch_closed", [event_data(result)])
+    return result
+
+
+async def close_batch(session: AsyncSession, batch_id: int) -> BatchOut:
+    return await update_batch(
+        session,
+        batch_id,
+        BatchFields(values={"is_closed": True}, keys={"is_closed": "is_closed"}, loc=["body"]),
+    )
+
+
+async def close_expired_batches(session: AsyncSession, now: dt.datetime | None = None) -> list[int]:
+    """Close every open batch whose shift has ended; one batch_closed event each."""
+    moment = now or dt.datetime.now(dt.UTC)
+    closed = (
+        (
+            await session.execute(
+                update(Batch)
+                .where(Batch.is_closed.is_(False), Batch.shift_end < moment)
+                .values(is_closed=True, closed_at=moment, updated_at=moment)
+                .returning(Batch.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    ids = sorted(closed)
+    if ids:
+        batches = await load_batches_brief(session, ids)
+        await emit_events(session, "batch_closed", [event_data(b) for b in batches])
+    return ids
+
+
+async def load_batches_brief(session: AsyncSession, ids: Sequence[int]) -> list[BatchListItem]:
+    """List-shaped batches (counts, no product arrays), e.g. for events about many batches."""
+    pairs = (
+        await session.execute(_batch_select().where(Batch.id.in_(ids)).order_by(Batch.id))
+    ).all()
+    return await _list_items(session, pairs)

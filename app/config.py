@@ -1,0 +1,88 @@
+"""Settings: one place, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from urllib.parse import quote
+
+import msgspec
+from dotenv import dotenv_values
+
+VERSION = "0.1.0"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    database_url: str = "postgresql+asyncpg://root@127.0.0.1:5432/root"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    s3_endpoint_url: str = ""
+    s3_access_key: str = "production-control"
+    s3_secret_key: str = "production-control-secret"
+    s3_region: str = "us-east-1"
+    s3_bucket_reports: str = "reports"
+    s3_bucket_exports: str = "exports"
+    s3_bucket_imports: str = "imports"
+    api_keys: str = ""
+    allow_anonymous: bool = True
+    log_level: str = "INFO"
+    log_format: str = "json"
+    worker_concurrency_fast: int = 4
+    worker_concurrency_heavy: int = 8
+    worker_concurrency_webhooks: int = 8
+    worker_processes: int = 1
+    presign_ttl: int = 7 * 24 * 3600
+    file_retention_days: int = 30
+    task_retention_days: int = 14
+    # A STARTED task whose heartbeat is older than this is taken as dead (worker killed).
+    task_stale_after: int = 60
+    max_body_size: int = 32 * 1024 * 1024
+    tz: str = "UTC"
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "production-control@localhost"
+    smtp_tls: bool = False
+    webhook_allow_private: bool = False
+
+    @property
+    def sync_database_url(self) -> str:
+        """The same database for tools that want a plain asyncpg DSN."""
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _url_from_parts(env: dict[str, str]) -> dict[str, str]:
+    """Seed 000's split variables build the URLs when the URLs themselves are unset."""
+    built: dict[str, str] = {}
+    if "DATABASE_URL" not in env and "DB_HOST" in env:
+        user = quote(env.get("DB_USER", "root"))
+        password = env.get("DB_PASSWORD", "")
+        auth = f"{user}:{quote(password)}" if password else user
+        built["DATABASE_URL"] = (
+            f"postgresql+asyncpg://{auth}@{env['DB_HOST']}:{env.get('DB_PORT', '5432')}"
+            f"/{env.get('DB_NAME', 'root')}"
+        )
+    if "RABBITMQ_URL" not in env and "RABBITMQ_HOST" in env:
+        vhost = quote(env.get("RABBITMQ_VHOST", "/"), safe="")
+        built["RABBITMQ_URL"] = (
+            f"amqp://{quote(env.get('RABBITMQ_USER', 'guest'))}:"
+            f"{quote(env.get('RABBITMQ_PASSWORD', 'guest'))}@{env['RABBITMQ_HOST']}:"
+            f"{env.get('RABBITMQ_PORT', '5672')}/{vhost}"
+        )
+    return built
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    env.update(os.environ if environ is None else environ)
+    env.update(_url_from_parts(env))
+    fields = {f.name for f in msgspec.structs.fields(Settings)}
+    values = {k.lower(): v for k, v in env.items() if k.lower() in fields and v != ""}
+    return msgspec.convert(values, Settings, strict=False)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,60 @@
+"""Engines and sessions: one engine per event loop (asyncpg connections belong to a loop).
+
+A process normally has one loop (the api server, a worker's event-loop thread, the
+scheduler); the registry only matters where several loops share a process, as in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from app.config import get_settings
+
+_engines: dict[asyncio.AbstractEventLoop, tuple[AsyncEngine, async_sessionmaker[AsyncSession]]] = {}
+
+
+def _current() -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    loop = asyncio.get_running_loop()
+    if loop not in _engines:
+        for stale in [other for other in _engines if other.is_closed()]:
+            del _engines[stale]
+        engine = create_async_engine(
+            get_settings().database_url,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"application_name": "production-control"}},
+        )
+        _engines[loop] = (engine, async_sessionmaker(engine, expire_on_commit=False))
+    return _engines[loop]
+
+
+def get_engine() -> AsyncEngine:
+    return _current()[0]
+
+
+def get_sessionmaker() -> async_sessionmaker[AsyncSession]:
+    return _current()[1]
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[AsyncSession]:
+    """A session inside one transaction: committed on success, rolled back on error."""
+    async with get_sessionmaker()() as session, session.begin():
+        yield session
+
+
+async def dispose_engine() -> None:
+    """Close this loop's pool (at shutdown)."""
+    entry = _engines.pop(asyncio.get_running_loop(), None)
+    if entry is not None:
+        await entry[0].dispose()

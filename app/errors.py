@@ -1,0 +1,258 @@
+"""Domain errors and their RFC 9457 problem+json rendering.
+
+Validation failures are 422 with `errors[].loc` naming the key exactly as the client
+sent it (Litestar's own answer is a 400 that loses the path inside a body array).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.utils.scope.state import ScopeState
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://production-control.local/problems/"
+
+Loc = list[str | int]
+
+
+class FieldError(msgspec.Struct):
+    loc: Loc
+    msg: str
+    type: str = "value_error"
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+    instance: str | None = None
+
+
+class DomainError(Exception):
+    status_code = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+    def __init__(self, detail: str, errors: Sequence[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+
+
+class NotFound(DomainError):
+    status_code = 404
+    title = "Not found"
+    slug = "not-found"
+
+
+class Conflict(DomainError):
+    status_code = 409
+    title = "Conflict"
+    slug = "conflict"
+
+
+class BusinessRuleViolation(DomainError):
+    status_code = 400
+    title = "Business rule violated"
+    slug = "business-rule"
+
+
+class InputInvalid(DomainError):
+    """422: the request is well-formed JSON but its content is not acceptable."""
+
+    status_code = 422
+    title = "Validation failed"
+    slug = "validation"
+
+    @classmethod
+    def at(cls, loc: Loc, msg: str, type_: str = "value_error") -> InputInvalid:
+        return cls(_sentence(loc, msg), [FieldError(loc=loc, msg=msg, type=type_)])
+
+
+def _sentence(loc: Loc, msg: str) -> str:
+    names = [str(p) for p in loc[1:] if isinstance(p, str)]
+    indexes = [str(p) for p in loc[1:] if isinstance(p, int)]
+    where = f"'{names[-1]}'" if names else f"the {loc[0]}"
+    item = f" of item {'/'.join(indexes)}" if indexes else ""
+    return f"Invalid value for {where}{item}: {msg}"
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    return Response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + slug,
+            title=title,
+            status=status,
+            detail=detail,
+            errors=errors,
+        ),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+    return problem_response(exc.status_code, exc.title, exc.detail, exc.slug, exc.errors)
+
+
+# msgspec messages end with "- at `$[0].key`"; this splits the path into parts.
+_AT_RE = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_PATH_PART_RE = re.compile(r"\[(\d+)\]|\.([^.\[]+)|\[\"?([^\]\"]+)\"?\]")
+_UNKNOWN_FIELD_RE = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_MISSING_FIELD_RE = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+
+
+def loc_from_msgspec(message: str, source: str = "body") -> tuple[Loc, str]:
+    """Turn a msgspec validation message into (`loc`, short message)."""
+    match = _AT_RE.match(message)
+    assert match is not None
+    msg, path = match.group("msg"), match.group("path") or ""
+    loc: Loc = [source]
+    for index, key, quoted in _PATH_PART_RE.findall(path):
+        loc.append(int(index) if index else (key or quoted))
+    for pattern in (_UNKNOWN_FIELD_RE, _MISSING_FIELD_RE):
+        if field := pattern.search(msg):
+            loc.append(field.group("field"))
+    return loc, msg
+
+
+def _error_type(msg: str) -> str:
+    if msg.startswith("Object contains unknown field"):
+        return "extra_forbidden"
+    if msg.startswith("Object missing required field"):
+        return "missing"
+    if msg.startswith("Expected"):
+        return "type_error"
+    return "value_error"
+
+
+def body_errors(route_request: Request[Any, Any, Any]) -> list[FieldError] | None:
+    """Re-decode the (cached) request body against the handler's `data` type for exact paths."""
+    handler = route_request.scope.get("route_handler")
+    if handler is None:
+        return None
+    data_field = handler.parsed_fn_signature.parameters.get("data")
+    body = ScopeState.from_scope(route_request.scope).body
+    if data_field is None or not isinstance(body, bytes | bytearray):
+        return None
+    try:
+        msgspec.json.decode(body, type=data_field.annotation, strict=False)
+    except msgspec.ValidationError as exc:
+        loc, msg = loc_from_msgspec(str(exc))
+        return [FieldError(loc=loc, msg=msg, type=_error_type(msg))]
+    except msgspec.DecodeError as exc:
+        return [FieldError(loc=["body"], msg=f"Malformed JSON: {exc}", type="json_invalid")]
+    return None
+
+
+def validation_exception_handler(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[Problem]:
+    errors: list[FieldError] = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        raw_source = item.get("source") or "body"
+        source = str(getattr(raw_source, "value", raw_source))
+        key = str(item.get("key") or "")
+        message = str(item.get("message") or "invalid value")
+        if source == "body":
+            precise = body_errors(request)
+            if precise:
+                errors.extend(precise)
+                continue
+            loc: Loc = ["body", *(key.split(".") if key and key != "data" else [])]
+        else:
+            loc = [source, key] if key else [source]
+        errors.append(FieldError(loc=loc, msg=message, type=_error_type(message)))
+    if not errors:
+        if (detail := str(exc.detail)).startswith(
+            "JSON is malformed"
+        ) or "decode" in detail.lower():
+            errors.append(FieldError(loc=["body"], msg=detail, type="json_invalid"))
+        else:
+            errors.append(FieldError(loc=["body"], msg=detail))
+    first = errors[0]
+    return problem_response(
+        422, "Validation failed", _sentence(first.loc, first.msg), "validation", errors
+    )
+
+
+def http_exception_handler(
+    request: Request[Any, Any, Any], exc: HTTPException
+) -> Response[Problem]:
+    status = exc.status_code
+    detail = str(exc.detail)
+    if status == 400:
+        # Litestar raises plain 400s for bodies it cannot parse at all.
+        return problem_response(
+            422,
+            "Validation failed",
+            f"Request body is not valid: {detail}",
+            "validation",
+            [FieldError(loc=["body"], msg=detail, type="json_invalid")],
+        )
+    if isinstance(exc, NotFoundException) and detail == "Not Found":
+        detail = f"No resource at {request.method} {request.url.path}"
+    titles = {
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not found",
+        405: "Method not allowed",
+        413: "Request body too large",
+        415: "Unsupported media type",
+        429: "Too many requests",
+        503: "Service unavailable",
+    }
+    title = titles.get(status, "Error")
+    return problem_response(
+        status,
+        title,
+        detail,
+        title.lower().replace(" ", "-"),
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.exception("unhandled error", path=request.url.path, method=request.method)
+    return problem_response(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "Internal server error",
+        "The server failed to handle this request; it has been logged.",
+        "internal",
+    )
+
+
+exception_handlers: dict[Any, Any] = {
+    DomainError: domain_error_handler,
+    ValidationException: validation_exception_handler,
+    HTTPException: http_exception_handler,
+    Exception: internal_error_handler,
+}

@@ -1,0 +1,101 @@
+"""create_app(): routers, exception handlers, middleware, OpenAPI and the lifespan in one place."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from sqlalchemy import func, select
+
+from app.aggregation.api import AggregationController
+from app.api_support import provide_session
+from app.batches.api import BatchController
+from app.config import VERSION, get_settings
+from app.db import dispose_engine, transaction
+from app.errors import exception_handlers
+from app.logging import configure_logging
+from app.middleware import api_key_auth, request_context
+from app.models import ApiKey
+from app.outbox import OutboxRelay
+from app.products.api import ProductController
+from app.system.api import docs, health, ready
+from app.tasks.api import TaskController
+from app.work_centers.api import WorkCenterController
+
+log = structlog.get_logger(__name__)
+
+ROUTE_HANDLERS = [
+    health,
+    ready,
+    docs,
+    BatchController,
+    ProductController,
+    AggregationController,
+    TaskController,
+    WorkCenterController,
+]
+
+
+async def _check_authentication_configured() -> None:
+    settings = get_settings()
+    async with transaction() as session:
+        db_keys = (
+            await session.execute(
+                select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
+            )
+        ).scalar_one()
+    if settings.api_keys.strip() or db_keys:
+        return
+    if not settings.allow_anonymous:
+        raise RuntimeError(
+            "No API keys are configured (API_KEYS or `make api-key`) and ALLOW_ANONYMOUS is not "
+            "true: refusing to start an open API"
+        )
+    log.warning("API IS OPEN: no API keys configured; set API_KEYS or run `make api-key`")
+
+
+@asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    await _check_authentication_configured()
+    relay = OutboxRelay()
+    app.state.relay = relay
+    relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+    try:
+        yield
+    finally:
+        await relay.stop()
+        relay_task.cancel()
+        await asyncio.gather(relay_task, return_exceptions=True)
+        await dispose_engine()
+
+
+def create_app() -> Litestar:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return Litestar(
+        route_handlers=ROUTE_HANDLERS,
+        dependencies={"db": provide_session},
+        exception_handlers=exception_handlers,
+        middleware=[request_context, api_key_auth],
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_size,
+        openapi_config=OpenAPIConfig(
+            title="Production Control",
+            version=VERSION,
+            description=(
+                "Shift tasks (batches) from 1C/MES, product unique codes, aggregation, and "
+                "background jobs with pollable progress. Errors are RFC 9457 problem+json."
+            ),
+            path="/schema",
+            render_plugins=[
+                ScalarRenderPlugin(path="/scalar"),
+                SwaggerRenderPlugin(path="/swagger"),
+            ],
+        ),
+        debug=False,
+    )

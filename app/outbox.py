@@ -1,0 +1,259 @@
+"""Transactional outbox: writers and the relay.
+
+Writers add rows in the caller's transaction (a task to run, or an event that happened);
+an AFTER INSERT trigger NOTIFYs `outbox`, delivered only at commit. The relay (running in
+every api process) wakes on that NOTIFY, or on a periodic sweep, locks unpublished rows
+with SKIP LOCKED, publishes them and marks them published in the same transaction. A
+crash between publish and commit re-publishes: delivery is at-least-once and actors are
+idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import asyncpg
+import structlog
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import get_settings
+from app.db import transaction
+from app.models import OutboxMessage, Task, TaskStatus
+from app.tasks.kinds import PRIORITY_NORMAL, TASK_QUEUES
+
+log = structlog.get_logger(__name__)
+
+TOPIC_TASK = "task"
+TOPIC_EVENT = "event"
+
+EVENTS = (
+    "batch_created",
+    "batch_updated",
+    "batch_closed",
+    "product_aggregated",
+    "report_generated",
+    "import_completed",
+)
+
+
+def actor_message(
+    actor: str,
+    args: Sequence[Any],
+    *,
+    message_id: str | None = None,
+    priority: int = PRIORITY_NORMAL,
+) -> dict[str, Any]:
+    """The outbox payload of one message for the actor `actor`."""
+    return {
+        "actor": actor,
+        "queue": TASK_QUEUES[actor],
+        "args": list(args),
+        "message_id": message_id or str(uuid.uuid4()),
+        "priority": priority,
+    }
+
+
+async def enqueue_task(
+    session: AsyncSession,
+    kind: str,
+    params: dict[str, Any] | None = None,
+    *,
+    priority: int = PRIORITY_NORMAL,
+    total: int = 0,
+    max_attempts: int = 4,
+    idempotency_key: str | None = None,
+) -> Task:
+    """Create a task row and its outbox message in the caller's transaction."""
+    task = Task(
+        id=uuid.uuid4(),
+        kind=kind,
+        queue=TASK_QUEUES[kind],
+        status=TaskStatus.PENDING,
+        params=params or {},
+        progress_total=total,
+        progress_current=0,
+        attempts=0,
+        max_attempts=max_attempts,
+        cancel_requested=False,
+        idempotency_key=idempotency_key,
+    )
+    session.add(task)
+    await session.flush()
+    await session.execute(
+        insert(OutboxMessage).values(
+            topic=TOPIC_TASK,
+            event_type=kind,
+            payload=actor_message(kind, [str(task.id)], message_id=str(task.id), priority=priority),
+        )
+    )
+    return task
+
+
+async def send_actor_message(
+    session: AsyncSession, actor: str, args: Sequence[Any], *, priority: int = PRIORITY_NORMAL
+) -> None:
+    """Queue a message for an actor that keeps its own state (no tasks row)."""
+    await session.execute(
+        insert(OutboxMessage).values(
+            topic=TOPIC_TASK,
+            event_type=actor,
+            payload=actor_message(actor, args, priority=priority),
+        )
+    )
+
+
+async def emit_events(session: AsyncSession, event: str, items: Sequence[dict[str, Any]]) -> None:
+    """Record that `event` happened once per item, in the caller's transaction."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}")
+    if not items:
+        return
+    now = dt.datetime.now(dt.UTC).isoformat()
+    await session.execute(
+        insert(OutboxMessage),
+        [
+            {
+                "topic": TOPIC_EVENT,
+                "event_type": event,
+                "payload": {
+                    "id": str(uuid.uuid4()),
+                    "event": event,
+                    "created_at": now,
+                    "data": data,
+                },
+            }
+            for data in items
+        ],
+    )
+
+
+async def emit_event(session: AsyncSession, event: str, data: dict[str, Any]) -> None:
+    await emit_events(session, event, [data])
+
+
+# An event handler turns committed events into further actor messages (webhook fan-out);
+# it runs inside the relay's transaction, so its rows commit with the "published" mark.
+EventHandler = Callable[[AsyncSession, list[OutboxMessage]], Awaitable[list[dict[str, Any]]]]
+event_handlers: list[EventHandler] = []
+
+
+class Publisher:
+    """Publishes actor messages to RabbitMQ from one dedicated thread (pika is not thread-safe)."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-publisher")
+
+    @staticmethod
+    def _publish(messages: list[dict[str, Any]]) -> None:
+        import dramatiq
+
+        from workers.broker import broker
+
+        for payload in messages:
+            broker.enqueue(
+                dramatiq.Message(
+                    queue_name=payload["queue"],
+                    actor_name=payload["actor"],
+                    args=tuple(payload["args"]),
+                    kwargs={},
+                    options={"broker_priority": payload.get("priority", PRIORITY_NORMAL)},
+                    message_id=payload["message_id"],
+                )
+            )
+
+    async def publish(self, messages: list[dict[str, Any]]) -> None:
+        if messages:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._publish, messages
+            )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+class OutboxRelay:
+    BATCH = 500
+    SWEEP_SECONDS = 2.0
+
+    def __init__(self, publisher: Publisher | None = None) -> None:
+        self.publisher = publisher or Publisher()
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def _listen(self) -> None:
+        try:
+            self._listener = await asyncpg.connect(get_settings().sync_database_url)
+            await self._listener.add_listener("outbox", lambda *_: self._wakeup.set())
+        except (OSError, asyncpg.PostgresError) as exc:  # the sweep still runs without NOTIFY
+            log.warning("outbox listener unavailable", error=str(exc))
+            self._listener = None
+
+    async def drain_once(self) -> int:
+        """Publish up to one batch of unpublished rows; returns how many were handled."""
+        async with transaction() as session:
+            rows = list(
+                (
+                    await session.execute(
+                        select(OutboxMessage)
+                        .where(OutboxMessage.published_at.is_(None))
+                        .order_by(OutboxMessage.id)
+                        .limit(self.BATCH)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if not rows:
+                return 0
+            messages = [row.payload for row in rows if row.topic == TOPIC_TASK]
+            events = [row for row in rows if row.topic == TOPIC_EVENT]
+            for handler in event_handlers:
+                messages.extend(await handler(session, events))
+            await self.publisher.publish(messages)
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_([row.id for row in rows]))
+                .values(published_at=dt.datetime.now(dt.UTC))
+            )
+            return len(rows)
+
+    async def drain(self) -> None:
+        while await self.drain_once() == self.BATCH:
+            pass
+
+    async def run(self) -> None:
+        await self._listen()
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._wakeup.clear()
+                await self.drain()
+                backoff = 0.5
+            except Exception as exc:  # broker or database down: keep rows, retry later
+                log.warning("outbox relay failed; will retry", error=repr(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.SWEEP_SECONDS)
+            if self._listener is None or self._listener.is_closed():
+                await self._listen()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
+        self.publisher.close()

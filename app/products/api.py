@@ -1,0 +1,67 @@
+"""HTTP for products: one code, or a bulk array of up to 100,000."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.params import Body, FromQuery, Parameter
+from litestar.status_codes import HTTP_201_CREATED
+
+from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
+from app.products import service
+from app.products.schemas import MAX_BULK_PRODUCTS, BulkProductsResult, ProductInput, ProductOut
+from app.schemas import Limit, Offset, Page
+
+ProductBulk = Annotated[
+    list[ProductInput], msgspec.Meta(min_length=1, max_length=MAX_BULK_PRODUCTS)
+]
+
+
+class ProductController(Controller):
+    path = "/api/v1/products"
+    tags = ["products"]
+
+    @post(
+        "/",
+        summary="Add one product or many",
+        description=(
+            "One object -> 201 the product (409 duplicate code, 404 unknown batch). An array "
+            "(up to 100,000) -> 201 `{created, skipped}`: existing codes and unknown batches are "
+            "skipped and reported, the rest inserted in one statement."
+        ),
+        status_code=HTTP_201_CREATED,
+        responses={**NOT_FOUND, **CONFLICT, **INVALID},
+    )
+    async def add_products(
+        self,
+        db: Db,
+        data: Annotated[ProductInput | ProductBulk, Body(description="A product or an array")],
+    ) -> Response[ProductOut | BulkProductsResult]:
+        if isinstance(data, list):
+            items = [service.resolve_product(item, ["body", i]) for i, item in enumerate(data)]
+            result: ProductOut | BulkProductsResult = await service.add_products_bulk(db, items)
+        else:
+            result = await service.add_product(db, service.resolve_product(data, ["body"]))
+        return Response(result, status_code=HTTP_201_CREATED)
+
+    @get("/", summary="List products", responses=INVALID)
+    async def list_products(
+        self,
+        db: Db,
+        batch_id: Annotated[int | None, Parameter(ge=1, le=2**31 - 1)] = None,
+        is_aggregated: FromQuery[bool | None] = None,
+        unique_code: FromQuery[str | None] = None,
+        offset: Offset = 0,
+        limit: Limit = 20,
+    ) -> Page[ProductOut]:
+        items, total = await service.list_products(
+            db,
+            batch_id=batch_id,
+            is_aggregated=is_aggregated,
+            unique_code=unique_code,
+            offset=offset,
+            limit=limit,
+        )
+        return Page(items=items, total=total, offset=offset, limit=limit)

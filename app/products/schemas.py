@@ -1,0 +1,54 @@
+"""Product schemas; input takes English keys or the 1C Russian keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from app.schemas import MAX_INT32, Int32
+
+UniqueCode = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class ProductInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A product code and its batch: `batch_id`, or `batch_number` + `batch_date`."""
+
+    unique_code: UniqueCode | UnsetType = UNSET
+    УникальныйКодПродукта: UniqueCode | UnsetType = UNSET
+    batch_id: Annotated[int, msgspec.Meta(ge=1, le=MAX_INT32)] | UnsetType = UNSET
+    batch_number: Int32 | UnsetType = UNSET
+    НомерПартии: Int32 | UnsetType = UNSET
+    batch_date: dt.date | UnsetType = UNSET
+    ДатаПартии: dt.date | UnsetType = UNSET
+
+
+PRODUCT_KEYS: dict[str, tuple[str, ...]] = {
+    "unique_code": ("unique_code", "УникальныйКодПродукта"),
+    "batch_id": ("batch_id",),
+    "batch_number": ("batch_number", "НомерПартии"),
+    "batch_date": ("batch_date", "ДатаПартии"),
+}
+
+MAX_BULK_PRODUCTS = 100_000
+
+
+class ProductOut(msgspec.Struct):
+    id: int
+    unique_code: str
+    batch_id: int
+    is_aggregated: bool
+    aggregated_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class SkippedProduct(msgspec.Struct):
+    unique_code: str
+    reason: str
+
+
+class BulkProductsResult(msgspec.Struct):
+    created: int
+    skipped: list[SkippedProduct]

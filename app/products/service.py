@@ -1,0 +1,191 @@
+"""Product registration: one code, or a set-based bulk insert of up to 100,000."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, InputInvalid, Loc, NotFound
+from app.models import Batch, Product
+from app.products.schemas import (
+    MAX_BULK_PRODUCTS,
+    PRODUCT_KEYS,
+    BulkProductsResult,
+    ProductInput,
+    ProductOut,
+    SkippedProduct,
+)
+from app.schemas import pick
+
+BatchRef = int | tuple[int, dt.date]
+
+
+class ResolvedProduct(msgspec.Struct):
+    unique_code: str
+    batch: BatchRef
+    loc: Loc
+
+
+def resolve_product(item: ProductInput, loc: Loc) -> ResolvedProduct:
+    values: dict[str, Any] = {}
+    keys: dict[str, str] = {}
+    for field, names in PRODUCT_KEYS.items():
+        value, key = pick(item, names, loc)
+        if key is not None:
+            values[field], keys[field] = value, key
+    if "unique_code" not in values:
+        raise InputInvalid.at([*loc, "unique_code"], "required field is missing", "missing")
+    code = values["unique_code"].strip()
+    if "batch_id" in values:
+        if "batch_number" in values or "batch_date" in values:
+            extra = keys.get("batch_number") or keys["batch_date"]
+            raise InputInvalid.at(
+                [*loc, extra], "send either batch_id or batch_number + batch_date"
+            )
+        return ResolvedProduct(code, values["batch_id"], loc)
+    missing = [f for f in ("batch_number", "batch_date") if f not in values]
+    if len(missing) == 2:
+        raise InputInvalid.at(
+            [*loc, "batch_id"],
+            "required field is missing (or batch_number + batch_date)",
+            "missing",
+        )
+    if missing:
+        raise InputInvalid.at([*loc, missing[0]], "required with the other batch key", "missing")
+    return ResolvedProduct(code, (values["batch_number"], values["batch_date"]), loc)
+
+
+def describe(ref: BatchRef) -> str:
+    return f"Batch {ref}" if isinstance(ref, int) else f"Batch {ref[0]} of {ref[1].isoformat()}"
+
+
+async def resolve_batch_ids(session: AsyncSession, refs: Sequence[BatchRef]) -> dict[BatchRef, int]:
+    """Map each batch reference to an existing batch id; unknown ones are left out."""
+    ids = sorted({r for r in refs if isinstance(r, int)})
+    pairs = sorted({r for r in refs if isinstance(r, tuple)})
+    found: dict[BatchRef, int] = {}
+    if ids:
+        rows = await session.execute(select(Batch.id).where(Batch.id.in_(ids)))
+        found.update({i: i for i in rows.scalars().all()})
+    if pairs:
+        rows = await session.execute(
+            text(
+                """
+                SELECT b.id, b.batch_number, b.batch_date FROM batches b
+                JOIN unnest(CAST(:numbers AS int[]), CAST(:dates AS date[])) AS k(n, d)
+                  ON b.batch_number = k.n AND b.batch_date = k.d
+                """
+            ),
+            {"numbers": [p[0] for p in pairs], "dates": [p[1] for p in pairs]},
+        )
+        found.update({(r.batch_number, r.batch_date): r.id for r in rows.all()})
+    return found
+
+
+def _product_out(product: Product) -> ProductOut:
+    return ProductOut(
+        id=product.id,
+        unique_code=product.unique_code,
+        batch_id=product.batch_id,
+        is_aggregated=product.is_aggregated,
+        aggregated_at=product.aggregated_at,
+        created_at=product.created_at,
+    )
+
+
+async def add_product(session: AsyncSession, item: ResolvedProduct) -> ProductOut:
+    batch_id = (await resolve_batch_ids(session, [item.batch])).get(item.batch)
+    if batch_id is None:
+        raise NotFound(f"{describe(item.batch)} not found")
+    row = (
+        await session.execute(
+            text(
+                """
+                INSERT INTO products (unique_code, batch_id) VALUES (:code, :batch_id)
+                ON CONFLICT (unique_code) DO NOTHING RETURNING id
+                """
+            ),
+            {"code": item.unique_code, "batch_id": batch_id},
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        owner = (
+            await session.execute(
+                select(Product.batch_id).where(Product.unique_code == item.unique_code)
+            )
+        ).scalar_one()
+        raise Conflict(f"Product {item.unique_code} already exists (batch {owner})")
+    product = await session.get(Product, row)
+    assert product is not None
+    return _product_out(product)
+
+
+async def add_products_bulk(
+    session: AsyncSession, items: Sequence[ResolvedProduct]
+) -> BulkProductsResult:
+    """Insert every new code in one statement; report the ones skipped and why."""
+    if len(items) > MAX_BULK_PRODUCTS:
+        raise InputInvalid.at(["body"], f"at most {MAX_BULK_PRODUCTS} products per request")
+    batch_ids = await resolve_batch_ids(session, [item.batch for item in items])
+    skipped: list[SkippedProduct] = []
+    codes: list[str] = []
+    targets: list[int] = []
+    seen: set[str] = set()
+    for item in items:
+        if item.unique_code in seen:
+            skipped.append(SkippedProduct(item.unique_code, "duplicate in request"))
+            continue
+        seen.add(item.unique_code)
+        batch_id = batch_ids.get(item.batch)
+        if batch_id is None:
+            skipped.append(SkippedProduct(item.unique_code, f"{describe(item.batch)} not found"))
+            continue
+        codes.append(item.unique_code)
+        targets.append(batch_id)
+    inserted: set[str] = set()
+    if codes:
+        rows = await session.execute(
+            text(
+                """
+                INSERT INTO products (unique_code, batch_id)
+                SELECT * FROM unnest(CAST(:codes AS varchar[]), CAST(:batch_ids AS int[]))
+                ON CONFLICT (unique_code) DO NOTHING
+                RETURNING unique_code
+                """
+            ),
+            {"codes": codes, "batch_ids": targets},
+        )
+        inserted = set(rows.scalars().all())
+    skipped.extend(SkippedProduct(code, "already exists") for code in codes if code not in inserted)
+    return BulkProductsResult(created=len(inserted), skipped=skipped)
+
+
+async def list_products(
+    session: AsyncSession,
+    *,
+    batch_id: int | None,
+    is_aggregated: bool | None,
+    unique_code: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[ProductOut], int]:
+    conditions: list[Any] = []
+    if batch_id is not None:
+        conditions.append(Product.batch_id == batch_id)
+    if is_aggregated is not None:
+        conditions.append(Product.is_aggregated.is_(is_aggregated))
+    if unique_code is not None:
+        conditions.append(Product.unique_code == unique_code)
+    where = and_(True, *conditions)
+    total = (
+        await session.execute(select(func.count()).select_from(Product).where(where))
+    ).scalar_one()
+    rows = await session.execute(
+        select(Product).where(where).order_by(Product.id).offset(offset).limit(limit)
+    )
+    return [_product_out(p) for p in rows.scalars().all()], total

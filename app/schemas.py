@@ -1,0 +1,63 @@
+"""Schema pieces shared by several features: pagination, 1C key handling, datetimes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Generic, TypeVar
+from zoneinfo import ZoneInfo
+
+import msgspec
+from litestar.params import Parameter
+
+from app.config import get_settings
+from app.errors import InputInvalid, Loc
+
+T = TypeVar("T")
+
+MAX_INT32 = 2**31 - 1
+PositiveId = Annotated[int, Parameter(gt=0, le=MAX_INT32, description="Positive 32-bit id")]
+Offset = Annotated[int, Parameter(ge=0, le=MAX_INT32, description="Rows to skip")]
+Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size (1..1000)")]
+
+NonEmptyText = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+LongText = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+Int32 = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT32)]
+
+
+class Page(msgspec.Struct, Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+
+def aware(value: dt.datetime) -> dt.datetime:
+    """Naive datetimes from 1C are wall-clock times in the configured zone (TZ, default UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=ZoneInfo(get_settings().tz))
+    return value
+
+
+def pick(
+    item: msgspec.Struct,
+    names: tuple[str, ...],
+    loc: Loc,
+) -> tuple[Any, str | None]:
+    """The value of the first set synonym among `names` and the key the client used.
+
+    Two synonyms set at once (e.g. `shift` and `Смена`) are ambiguous -> 422.
+    """
+    found = [
+        (name, getattr(item, name)) for name in names if getattr(item, name) is not msgspec.UNSET
+    ]
+    if len(found) > 1:
+        raise InputInvalid.at(
+            [*loc, found[1][0]],
+            f"'{found[0][0]}' and '{found[1][0]}' name the same field; send one",
+        )
+    if not found:
+        return msgspec.UNSET, None
+    name, value = found[0]
+    if isinstance(value, str) and not value.strip():
+        raise InputInvalid.at([*loc, name], "must not be blank", "string_blank")
+    return value, name

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+
+class TaskProgress(msgspec.Struct):
+    current: int
+    total: int
+    percent: float
+
+
+class TaskOut(msgspec.Struct):
+    task_id: str
+    kind: str
+    status: str
+    progress: TaskProgress
+    result: Any | None
+    error: Any | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    message: str | None = None
+    queue: str | None = None
+    attempts: int = 0

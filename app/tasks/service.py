@@ -1,0 +1,132 @@
+"""Reading, cancelling, reaping and pruning tasks (the tasks table is the source of truth)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, NotFound
+from app.models import FINISHED_STATUSES, OutboxMessage, Task, TaskStatus
+from app.outbox import actor_message
+from app.tasks.schemas import TaskOut, TaskProgress
+
+
+def task_out(task: Task) -> TaskOut:
+    total, current = task.progress_total or 0, task.progress_current or 0
+    if total > 0:
+        percent = round(min(current, total) * 100.0 / total, 1)
+    else:
+        percent = 100.0 if task.status == TaskStatus.SUCCESS else 0.0
+    return TaskOut(
+        task_id=str(task.id),
+        kind=task.kind,
+        status=task.status,
+        progress=TaskProgress(current=current, total=total, percent=percent),
+        result=task.result,
+        error=task.error,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+        message=task.message,
+        queue=task.queue,
+        attempts=task.attempts,
+    )
+
+
+async def get_task(session: AsyncSession, task_id: uuid.UUID) -> TaskOut:
+    task = await session.get(Task, task_id, populate_existing=True)
+    if task is None:
+        raise NotFound(f"Task {task_id} not found")
+    return task_out(task)
+
+
+async def list_tasks(
+    session: AsyncSession, *, status: str | None, kind: str | None, offset: int, limit: int
+) -> tuple[list[TaskOut], int]:
+    conditions: list[Any] = []
+    if status is not None:
+        conditions.append(Task.status == status)
+    if kind is not None:
+        conditions.append(Task.kind == kind)
+    where = and_(True, *conditions)
+    total = (
+        await session.execute(select(func.count()).select_from(Task).where(where))
+    ).scalar_one()
+    rows = await session.execute(
+        select(Task)
+        .where(where)
+        .order_by(Task.created_at.desc(), Task.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return [task_out(t) for t in rows.scalars().all()], total
+
+
+async def cancel_task(session: AsyncSession, task_id: uuid.UUID) -> TaskOut:
+    """Ask a task to stop: a pending one is cancelled now, a running one at its next progress."""
+    task = (
+        await session.execute(select(Task).where(Task.id == task_id).with_for_update())
+    ).scalar_one_or_none()
+    if task is None:
+        raise NotFound(f"Task {task_id} not found")
+    if task.status in FINISHED_STATUSES:
+        raise Conflict(f"Task {task_id} already finished with status {task.status}")
+    task.cancel_requested = True
+    if task.status in (TaskStatus.PENDING, TaskStatus.RETRYING):
+        task.status = TaskStatus.CANCELLED
+        task.finished_at = dt.datetime.now(dt.UTC)
+        task.message = "Cancelled before it started"
+    await session.flush()
+    return task_out(task)
+
+
+async def reap_stale_tasks(session: AsyncSession, stale_after_s: float) -> dict[str, int]:
+    """STARTED tasks whose heartbeat stopped (worker killed): retry, or fail if out of attempts."""
+    rows = (
+        await session.execute(
+            text(
+                """
+                UPDATE tasks SET
+                    status = CASE WHEN attempts < max_attempts THEN 'RETRYING' ELSE 'FAILURE' END,
+                    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,
+                    error = jsonb_build_object(
+                        'type', 'WorkerLost',
+                        'message', 'The worker running this task stopped responding')
+                WHERE id IN (
+                    SELECT id FROM tasks WHERE status = 'STARTED'
+                      AND heartbeat_at < now() - make_interval(secs => :stale)
+                    FOR UPDATE SKIP LOCKED)
+                RETURNING id, kind, status
+                """
+            ),
+            {"stale": stale_after_s},
+        )
+    ).all()
+    retried = [row for row in rows if row.status == TaskStatus.RETRYING]
+    if retried:
+        await session.execute(
+            OutboxMessage.__table__.insert(),
+            [
+                {
+                    "topic": "task",
+                    "event_type": row.kind,
+                    "payload": actor_message(row.kind, [str(row.id)], message_id=str(row.id)),
+                }
+                for row in retried
+            ],
+        )
+    return {"retried": len(retried), "failed": len(rows) - len(retried)}
+
+
+async def prune_finished_tasks(session: AsyncSession, older_than_days: int) -> dict[str, int]:
+    """Delete finished tasks and published outbox rows older than the retention period."""
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=older_than_days)
+    tasks = await session.execute(
+        delete(Task).where(Task.status.in_(FINISHED_STATUSES), Task.finished_at < cutoff)
+    )
+    outbox = await session.execute(delete(OutboxMessage).where(OutboxMessage.published_at < cutoff))
+    return {"tasks": tasks.rowcount or 0, "outbox": outbox.rowcount or 0}

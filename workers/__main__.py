@@ -1,0 +1,63 @@
+"""`python -m workers --queues fast heavy`: one Dramatiq process group per queue.
+
+Each group is the `dramatiq` CLI bound to one queue with that queue's concurrency
+(WORKER_CONCURRENCY_<QUEUE> threads x WORKER_PROCESSES processes), so a long export never
+delays a webhook. SIGINT/SIGTERM are passed on and we wait for a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from app.config import get_settings
+from app.tasks.kinds import QUEUES
+
+
+def command_for(queue: str) -> list[str]:
+    settings = get_settings()
+    threads = getattr(settings, f"worker_concurrency_{queue}")
+    return [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "workers.broker:broker",
+        "workers.actors",
+        "--queues",
+        queue,
+        "--processes",
+        str(settings.worker_processes),
+        "--threads",
+        str(threads),
+        "--skip-logging",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    parser.add_argument("--queues", nargs="+", choices=QUEUES, default=list(QUEUES))
+    args = parser.parse_args(argv)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    groups = {queue: subprocess.Popen(command_for(queue), env=env) for queue in args.queues}
+
+    def forward(signum: int, _frame: object) -> None:
+        for process in groups.values():
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    # When one group exits on its own, stop the others: a half-running worker set hides faults.
+    while all(process.poll() is None for process in groups.values()):
+        time.sleep(0.2)
+    forward(signal.SIGTERM, None)
+    codes = [process.wait() for process in groups.values()]
+    return max(codes, default=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Task-table housekeeping: reap tasks whose worker died, prune old finished ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.config import get_settings
+from app.db import transaction
+from app.tasks.service import prune_finished_tasks as prune
+from app.tasks.service import reap_stale_tasks as reap
+from workers.progress import TaskContext, task_actor
+
+
+@task_actor("reap_stale_tasks", time_limit_s=60)
+async def reap_stale_tasks(ctx: TaskContext) -> Any:
+    async with transaction() as session:
+        return await reap(session, float(get_settings().task_stale_after))
+
+
+@task_actor("prune_finished_tasks", time_limit_s=10 * 60)
+async def prune_finished_tasks(ctx: TaskContext) -> Any:
+    async with transaction() as session:
+        return await prune(session, get_settings().task_retention_days)
