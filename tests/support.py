@@ -66,7 +66,7 @@ def prepare_database() -> None:
     asyncio.run(_recreate_database())
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = TEST_DATABASE_URL
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
 
 
 def prepare_vhost() -> None:
