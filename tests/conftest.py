@@ -45,8 +45,9 @@ async def clean_database() -> None:
         await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def workers() -> Iterator[support.WorkerGroup]:
+    """Real worker processes for every queue, one group per test module."""
     group = support.WorkerGroup(["fast", "heavy", "webhooks"]).start()
     yield group
     group.stop()

@@ -44,7 +44,7 @@ def test_environment() -> dict[str, str]:
         "WEBHOOK_ALLOW_PRIVATE": "true",
         "API_KEYS": "",
         "ALLOW_ANONYMOUS": "true",
-        "TASK_STALE_AFTER": "10",
+        "TASK_STALE_AFTER": "6",
     }
 
 

@@ -34,7 +34,12 @@ from workers.broker import broker
 
 log = structlog.get_logger(__name__)
 
-HEARTBEAT_SECONDS = 5.0
+
+def heartbeat_seconds() -> float:
+    """Beat often enough that a live task never looks stale (TASK_STALE_AFTER)."""
+    return min(5.0, get_settings().task_stale_after / 3)
+
+
 PROGRESS_INTERVAL = 0.25
 
 
@@ -54,7 +59,7 @@ class TaskBusy(dramatiq.Retry):
     """Another worker holds this task with a live heartbeat; look again after a pause."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, delay=int(HEARTBEAT_SECONDS * 1000))
+        super().__init__(message, delay=int(heartbeat_seconds() * 1000))
 
 
 # Faults worth another attempt: the database or a network peer was briefly unavailable.
@@ -221,7 +226,7 @@ async def _finish(
 
 async def _heartbeat(task_id: uuid.UUID) -> None:
     while True:
-        await asyncio.sleep(HEARTBEAT_SECONDS)
+        await asyncio.sleep(heartbeat_seconds())
         try:
             async with transaction() as session:
                 await session.execute(

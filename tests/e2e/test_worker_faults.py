@@ -1,0 +1,44 @@
+"""Faults lose no work: a worker killed with SIGKILL mid-task, and the task still finishes once."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import support
+from tests.conftest import wait_for_task
+from tests.e2e.test_aggregation_e2e import CODES, _lock_product, _wait_for
+from tests.factories import add_codes, create_batch
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_kill_9_worker_mid_task_resumes_from_checkpoint(client):
+    batch = await create_batch(client)
+    await add_codes(client, batch["id"], CODES)
+    doomed = support.WorkerGroup(["heavy"]).start()
+    lock = await _lock_product(CODES[7_000])
+    try:
+        task_id = (
+            await client.post(
+                f"/api/v1/batches/{batch['id']}/aggregate-async", json={"unique_codes": CODES}
+            )
+        ).json()["task_id"]
+        await _wait_for(client, task_id, lambda b: b["progress"]["current"] >= 5_000)
+        doomed.kill()  # SIGKILL: no cleanup, the message is unacknowledged
+    finally:
+        await lock.execute("ROLLBACK")
+        await lock.close()
+
+    survivor = support.WorkerGroup(["heavy"]).start()
+    try:
+        # RabbitMQ redelivers the message; the new worker waits for the dead one's heartbeat
+        # to go stale (TASK_STALE_AFTER=6 s in tests), then resumes after the first chunk.
+        done = await wait_for_task(client, task_id, timeout=60)
+    finally:
+        survivor.stop()
+    assert done["status"] == "SUCCESS", done
+    result = done["result"]
+    assert result["aggregated"] == 10_000
+    assert result["failed"] == 0, result["errors"][:3]
+    task = (await client.get(f"/api/v1/tasks/{task_id}")).json()
+    assert task["attempts"] == 2
