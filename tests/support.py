@@ -84,6 +84,14 @@ def prepare_vhost() -> None:
     )
 
 
+def _die_with_parent() -> None:
+    """SIGTERM the worker group if the test run itself dies (no orphaned consumers)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class WorkerGroup:
     """Real `python -m workers` processes against the test database and vhost."""
 
@@ -98,6 +106,7 @@ class WorkerGroup:
             cwd=ROOT,
             env=self.env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         time.sleep(0.5)
         return self

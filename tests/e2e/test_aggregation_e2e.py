@@ -60,7 +60,8 @@ async def test_aggregate_10k_codes_with_progress(client, workers):
             "total": len(requested),
             "percent": round(5_000 * 100 / len(requested), 1),
         }
-        assert midway["started_at"] is not None and midway["finished_at"] is None
+        assert midway["started_at"] is not None
+        assert midway["finished_at"] is None
     finally:
         await lock.execute("ROLLBACK")
         await lock.close()
