@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from sqlalchemy import text
 
@@ -35,7 +36,7 @@ async def test_failed_message_is_dead_lettered_then_requeued(client, workers):
     async with transaction() as session:  # the operator fixes the cause, then replays
         await session.execute(
             text("UPDATE tasks SET params = :p WHERE id = :id"),
-            {"p": '{"batch_id": %d, "unique_codes": ["DLQ-1"]}' % batch["id"], "id": task.id},
+            {"p": json.dumps({"batch_id": batch["id"], "unique_codes": ["DLQ-1"]}), "id": task.id},
         )
     assert await asyncio.to_thread(dead_letters.requeue_dead_letters) == 1
     done = await wait_for_task(client, str(task.id))
