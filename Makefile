@@ -96,12 +96,12 @@ scheduler-run: sync ## fire one scheduled job now: make scheduler-run JOB=close_
 
 .PHONY: up
 up: ## compose: the whole stack in containers
-	docker compose --profile all up -d --build
+	docker compose --profile app up -d --build
 
 .PHONY: down
 down: ## compose: stop the stack
-	docker compose --profile all down
+	docker compose --profile app down
 
 .PHONY: logs
 logs: ## compose: follow logs
-	docker compose --profile all logs -f
+	docker compose --profile app logs -f

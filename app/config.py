@@ -17,7 +17,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8000
     database_url: str = "postgresql+asyncpg://root@127.0.0.1:5432/root"
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    s3_endpoint_url: str = ""
+    # The local S3 server `make run` starts (moto); compose points this at MinIO.
+    s3_endpoint_url: str = "http://127.0.0.1:9000"
+    # Presigned URLs are signed for this endpoint when set (S3 seen from outside a network).
+    s3_public_endpoint_url: str = ""
     s3_access_key: str = "production-control"
     s3_secret_key: str = "production-control-secret"
     s3_region: str = "us-east-1"
@@ -34,11 +37,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_processes: int = 1
     presign_ttl: int = 7 * 24 * 3600
     file_retention_days: int = 30
+    # Import upload limits: bytes on the wire, data rows, and what an xlsx (a zip) may expand to.
+    import_max_bytes: int = 20 * 1024 * 1024
+    import_max_rows: int = 100_000
+    import_max_uncompressed_bytes: int = 512 * 1024 * 1024
+    import_max_zip_ratio: int = 100
     task_retention_days: int = 14
     # A STARTED task whose heartbeat is older than this is taken as dead (worker killed).
     task_stale_after: int = 60
     max_body_size: int = 32 * 1024 * 1024
     tz: str = "UTC"
+    # The api applies migrations before serving (the container default, seed 004).
+    migrate_on_start: bool = False
+    # Scheduler: > 0 fires every job every N seconds, cron-aligned (tests and demos only);
+    # a misfire grace (s) replacing each job's own when > 0; how often a follower retries
+    # to become leader.
+    scheduler_test_interval: int = 0
+    scheduler_misfire_grace: int = 0
+    scheduler_leader_retry: float = 5.0
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_user: str = ""
@@ -46,6 +62,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     smtp_from: str = "production-control@localhost"
     smtp_tls: bool = False
     webhook_allow_private: bool = False
+    # A subscription is deactivated after this many failed delivery attempts in a row.
+    webhook_failure_limit: int = 20
+    # Retry n waits base * 2^(n-1) seconds (capped), with jitter, before attempt n+1.
+    webhook_retry_base_seconds: float = 5.0
+    webhook_retry_max_seconds: float = 3600.0
 
     @property
     def sync_database_url(self) -> str:
