@@ -92,7 +92,12 @@ class Product(Base):
     __tablename__ = "products"
     __table_args__ = (
         Index("ix_products_batch_aggregated", "batch_id", "is_aggregated"),
-        Index("ix_products_aggregated_at", "aggregated_at"),
+        # Partial: registering codes (aggregated_at NULL) never pays for this index.
+        Index(
+            "ix_products_aggregated_at",
+            "aggregated_at",
+            postgresql_where=text("aggregated_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)

@@ -14,6 +14,9 @@ from tests import support
 
 os.environ.update(support.test_environment())
 
+# S3 before the app reads its settings; the buckets are created by app start-up.
+os.environ.update(support.local_s3_environment())
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # xdist-free and once per run: a fresh schema and a fresh vhost.
@@ -23,6 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 from litestar.testing import AsyncTestClient  # noqa: E402
 from sqlalchemy import text  # noqa: E402
+from sqlalchemy.exc import DBAPIError  # noqa: E402
 
 from app.db import transaction  # noqa: E402
 from app.main import create_app  # noqa: E402
@@ -41,8 +45,17 @@ async def client() -> AsyncIterator[AsyncTestClient[Any]]:
 
 @pytest.fixture(autouse=True)
 async def clean_database() -> None:
-    async with transaction() as session:
-        await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    # The relay may hold row locks on the outbox while it drains the previous test's events;
+    # TRUNCATE then deadlocks with it now and then: try again.
+    for attempt in range(10):
+        try:
+            async with transaction() as session:
+                await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+            return
+        except DBAPIError as exc:
+            if "deadlock" not in str(exc) or attempt == 9:
+                raise
+            await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -287,7 +287,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("unique_code"),
     )
-    op.create_index("ix_products_aggregated_at", "products", ["aggregated_at"], unique=False)
+    op.create_index(
+        "ix_products_aggregated_at",
+        "products",
+        ["aggregated_at"],
+        unique=False,
+        postgresql_where=sa.text("aggregated_at IS NOT NULL"),
+    )
     op.create_index(
         "ix_products_batch_aggregated", "products", ["batch_id", "is_aggregated"], unique=False
     )

@@ -1,0 +1,80 @@
+"""Issue 3 figures: 1C ingest, bulk products, aggregate-async end to end, enqueue latency."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import time
+from typing import Any
+
+from bench.harness import Stack, wait_task
+
+
+def _shift_tasks(count: int, start: int) -> list[dict[str, Any]]:
+    day = dt.date(2025, 1, 1)
+    return [
+        {
+            "СтатусЗакрытия": False,
+            "ПредставлениеЗаданияНаСмену": f"Задание {n}",
+            "РабочийЦентр": f"Линия {n % 7}",
+            "Смена": str(1 + n % 3),
+            "Бригада": f"Бригада №{n % 5}",
+            "НомерПартии": n,
+            "ДатаПартии": day.isoformat(),
+            "Номенклатура": "Изделие",
+            "КодЕКН": "456678",
+            "ИдентификаторРЦ": f"WC{n % 7}",
+            "ДатаВремяНачалаСмены": "2025-01-01T08:00:00+05:00",
+            "ДатаВремяОкончанияСмены": "2025-01-01T20:00:00+05:00",
+        }
+        for n in range(start, start + count)
+    ]
+
+
+def run() -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    with Stack() as stack, stack.client() as client:
+        # warm-up: connections, prepared statements, queue declarations
+        client.post("/api/v1/batches", json=_shift_tasks(10, 900_000)).raise_for_status()
+
+        feed = _shift_tasks(1_000, 1)
+        started = time.perf_counter()
+        response = client.post("/api/v1/batches", json=feed)
+        figures["ingest_1000_batches_s"] = round(time.perf_counter() - started, 3)
+        assert response.status_code == 201, response.text
+        batch_id = response.json()[0]["id"]
+
+        codes = [f"BENCH-{i:07d}" for i in range(100_000)]
+        started = time.perf_counter()
+        response = client.post(
+            "/api/v1/products", json=[{"unique_code": c, "batch_id": batch_id} for c in codes]
+        )
+        figures["bulk_add_100k_products_s"] = round(time.perf_counter() - started, 3)
+        assert response.json()["created"] == 100_000, response.text
+
+        started = time.perf_counter()
+        response = client.post(
+            f"/api/v1/batches/{batch_id}/aggregate-async", json={"unique_codes": codes}
+        )
+        task = wait_task(client, response.json()["task_id"])
+        figures["aggregate_async_100k_end_to_end_s"] = round(time.perf_counter() - started, 3)
+        assert task["result"]["aggregated"] == 100_000, task
+
+        # enqueue -> actor start: created_at (enqueue transaction) to started_at (claim).
+        small = [f"LAT-{i}" for i in range(60)]
+        client.post(
+            "/api/v1/products", json=[{"unique_code": c, "batch_id": batch_id} for c in small]
+        ).raise_for_status()
+        latencies = []
+        for code in small:
+            task_id = client.post(
+                f"/api/v1/batches/{batch_id}/aggregate-async", json={"unique_codes": [code]}
+            ).json()["task_id"]
+            task = wait_task(client, task_id)
+            created = dt.datetime.fromisoformat(task["created_at"])
+            begun = dt.datetime.fromisoformat(task["started_at"])
+            latencies.append((begun - created).total_seconds() * 1000)
+        latencies = latencies[10:]  # drop warm-up
+        figures["enqueue_to_start_p50_ms"] = round(statistics.median(latencies), 1)
+        figures["enqueue_to_start_p95_ms"] = round(statistics.quantiles(latencies, n=20)[18], 1)
+    return figures
