@@ -2,8 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
-RUN := $(UV) run --frozen
+# Resolved at use, so a uv installed by the `uv` target a moment earlier is found.
+UV = $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
+RUN = $(UV) run --frozen
 API_HOST ?= 127.0.0.1
 API_PORT ?= 8000
 S3_PORT ?= 9000
@@ -19,11 +20,14 @@ help: ## list the targets
 
 .PHONY: uv
 uv: ## install uv with pip when it is missing
-	@command -v uv >/dev/null 2>&1 || test -x "$(UV)" || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || \
+	  python3 -m pip install --quiet --user uv 2>/dev/null || \
+	  python3 -m pip install --quiet --user --break-system-packages uv 2>/dev/null || \
+	  python3 -m pip install --quiet uv
 
 .PHONY: sync
 sync: uv ## install the locked dependencies into .venv
-	@$(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv") sync --frozen
+	@$(UV) sync --frozen
 
 .PHONY: migrate
 migrate: sync ## apply database migrations
