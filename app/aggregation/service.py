@@ -59,10 +59,11 @@ async def aggregate_codes(
             await session.execute(
                 text(
                     """
-                    UPDATE products SET is_aggregated = true, aggregated_at = :now
-                    WHERE batch_id = :batch_id AND NOT is_aggregated
-                      AND unique_code = ANY(CAST(:codes AS varchar[]))
-                    RETURNING unique_code
+                    UPDATE products p SET is_aggregated = true, aggregated_at = :now
+                    FROM unnest(CAST(:codes AS varchar[])) AS c(code)
+                    WHERE p.unique_code = c.code AND p.batch_id = :batch_id
+                      AND NOT p.is_aggregated
+                    RETURNING p.unique_code
                     """
                 ),
                 {"now": now, "batch_id": batch_id, "codes": list(set(codes))},
