@@ -40,9 +40,10 @@ revision: sync ## create a migration: make revision m="what changed"
 .PHONY: run
 run: migrate ## everything locally: api, a worker per queue, scheduler, local S3
 	@echo "Docs: http://$(API_HOST):$(API_PORT)/docs  (OpenAPI: /schema/openapi.json)"
-	@S3_ENDPOINT_URL=$${S3_ENDPOINT_URL:-http://127.0.0.1:$(S3_PORT)} \
-	  LOCAL_S3=$${S3_ENDPOINT_URL:+external} S3_PORT=$(S3_PORT) \
-	  $(RUN) honcho -f Procfile start
+	@# A local S3 (moto's server) only when no S3_ENDPOINT_URL was given.
+	@if [ -n "$$S3_ENDPOINT_URL" ]; then export LOCAL_S3=external; \
+	  else export S3_ENDPOINT_URL=http://127.0.0.1:$(S3_PORT); fi; \
+	  S3_PORT=$(S3_PORT) $(RUN) honcho -f Procfile start
 
 .PHONY: api
 api: sync ## the api alone

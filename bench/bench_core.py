@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import statistics
 import time
 from typing import Any
 
-from bench.harness import Stack, wait_task
+import asyncpg
+
+from bench.harness import Stack, support, wait_task
 
 
 def _shift_tasks(count: int, start: int) -> list[dict[str, Any]]:
@@ -77,4 +80,31 @@ def run() -> dict[str, Any]:
         latencies = latencies[10:]  # drop warm-up
         figures["enqueue_to_start_p50_ms"] = round(statistics.median(latencies), 1)
         figures["enqueue_to_start_p95_ms"] = round(statistics.quantiles(latencies, n=20)[18], 1)
+        figures.update(asyncio.run(_latency_breakdown()))
     return figures
+
+
+async def _latency_breakdown() -> dict[str, float]:
+    """Split enqueue -> start into commit -> published (relay) and published -> claimed (broker
+    + worker), from the timestamps PostgreSQL recorded."""
+    connection = await asyncpg.connect(support.TEST_DATABASE_URL.replace("+asyncpg", ""))
+    try:
+        rows = await connection.fetch(
+            """
+            SELECT EXTRACT(EPOCH FROM o.published_at - t.created_at) * 1000 AS relay_ms,
+                   EXTRACT(EPOCH FROM t.started_at - o.published_at) * 1000 AS consume_ms
+            FROM tasks t JOIN outbox o ON o.payload->>'message_id' = t.id::text
+            WHERE t.kind = 'aggregate_products' AND t.progress_total = 1
+            ORDER BY t.created_at OFFSET 10
+            """
+        )
+    finally:
+        await connection.close()
+    return {
+        "relay_commit_to_published_p50_ms": round(
+            statistics.median(float(r["relay_ms"]) for r in rows), 1
+        ),
+        "published_to_actor_start_p50_ms": round(
+            statistics.median(float(r["consume_ms"]) for r in rows), 1
+        ),
+    }
