@@ -20,6 +20,7 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.utils.scope.state import ScopeState
+from sqlalchemy.exc import IntegrityError
 
 log = structlog.get_logger(__name__)
 
@@ -240,6 +241,30 @@ def http_exception_handler(
     )
 
 
+# SQLSTATEs a concurrent writer can cause after our own checks passed (a check-then-insert
+# race): unique_violation and foreign_key_violation. Anything else is a bug -> 500.
+_CONFLICT_SQLSTATES = {
+    "23505": "another request wrote the same unique value first",
+    "23503": "a row it refers to was removed meanwhile",
+}
+
+
+def integrity_error_handler(
+    request: Request[Any, Any, Any], exc: IntegrityError
+) -> Response[Problem]:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate not in _CONFLICT_SQLSTATES:
+        return internal_error_handler(request, exc)
+    constraint = getattr(getattr(exc.orig, "__cause__", None), "constraint_name", None)
+    what = f" ({constraint})" if constraint else ""
+    return problem_response(
+        409,
+        "Conflict",
+        f"Conflicting concurrent write: {_CONFLICT_SQLSTATES[sqlstate]}{what}; nothing was written",
+        "conflict",
+    )
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.exception("unhandled error", path=request.url.path, method=request.method)
     return problem_response(
@@ -254,5 +279,6 @@ exception_handlers: dict[Any, Any] = {
     DomainError: domain_error_handler,
     ValidationException: validation_exception_handler,
     HTTPException: http_exception_handler,
+    IntegrityError: integrity_error_handler,
     Exception: internal_error_handler,
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 import uuid
@@ -13,6 +12,7 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import select
 
+from app.api_keys import hash_key
 from app.config import get_settings
 from app.db import transaction
 from app.errors import problem_response
@@ -56,42 +56,48 @@ def request_context(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 class KeyRing:
-    """Valid key hashes from API_KEYS and the api_keys table (re-read every 10 s)."""
+    """Valid key hashes from API_KEYS and the api_keys table.
+
+    The table is re-read at most every REFRESH_SECONDS, so a key created or revoked with
+    `python -m app.api_keys` takes effect in a running api within that time.
+    """
 
     REFRESH_SECONDS = 10.0
 
     def __init__(self) -> None:
-        self.env_hashes = {
-            hash_key(k.strip()) for k in get_settings().api_keys.split(",") if k.strip()
-        }
-        self.db_hashes: set[str] = set()
+        self.hashes_cached: set[str] = set()
+        self.loaded_at = -1e9
+
+    def invalidate(self) -> None:
+        """Re-read the keys on the next request (after a change made in this process)."""
         self.loaded_at = -1e9
 
     async def hashes(self) -> set[str]:
         if time.monotonic() - self.loaded_at > self.REFRESH_SECONDS:
+            env_keys = (k.strip() for k in get_settings().api_keys.split(","))
             async with transaction() as session:
                 rows = await session.execute(
                     select(ApiKey.key_hash).where(ApiKey.revoked_at.is_(None))
                 )
-                self.db_hashes = set(rows.scalars().all())
+                self.hashes_cached = {hash_key(k) for k in env_keys if k} | set(rows.scalars())
             self.loaded_at = time.monotonic()
-        return self.env_hashes | self.db_hashes
+        return self.hashes_cached
+
+
+# One ring per process, shared by every app instance (tests invalidate it).
+key_ring = KeyRing()
 
 
 def api_key_auth(app: ASGIApp) -> ASGIApp:
-    ring = KeyRing()
-
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(OPEN_PATHS):
             await app(scope, receive, send)
             return
-        valid = await ring.hashes()
-        if not valid:  # no keys configured: development mode, open (warned at start-up)
+        valid = await key_ring.hashes()
+        # No keys at all: development mode, open (warned at start-up) unless anonymous access
+        # is off, e.g. in the container after the last key was revoked.
+        if not valid and get_settings().allow_anonymous:
             await app(scope, receive, send)
             return
         sent = dict(scope["headers"]).get(b"x-api-key", b"").decode("latin-1")
@@ -103,6 +109,7 @@ def api_key_auth(app: ASGIApp) -> ASGIApp:
             "Unauthorized",
             "A valid X-API-Key header is required" if not sent else "The X-API-Key is not valid",
             "unauthorized",
+            headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'},
         )
         await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
 

@@ -19,8 +19,11 @@ PositiveId = Annotated[int, Parameter(gt=0, le=MAX_INT32, description="Positive 
 Offset = Annotated[int, Parameter(ge=0, le=MAX_INT32, description="Rows to skip")]
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size (1..1000)")]
 
-NonEmptyText = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-LongText = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+# PostgreSQL text cannot hold NUL characters: refuse them at the edge (a 422, not a 500).
+NO_NUL = r"^[^\x00]*$"
+NonEmptyText = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)]
+LongText = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000, pattern=NO_NUL)]
+TextFilter = Annotated[str | None, Parameter(pattern=NO_NUL, description="Exact match")]
 Int32 = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT32)]
 
 

@@ -83,6 +83,12 @@ def resolve_batch(item: BatchInput, loc: Loc, *, partial: bool) -> BatchFields:
             continue
         if isinstance(value, dt.datetime):
             value = aware(value)
+            try:  # stored as UTC: an instant past year 9999 or before year 1 there has no value
+                value.astimezone(dt.UTC)
+            except OverflowError:
+                raise InputInvalid.at(
+                    [*loc, key], "datetime out of range", "datetime_range"
+                ) from None
         if isinstance(value, str):
             value = value.strip()
         values[field] = value

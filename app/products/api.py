@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import msgspec
 from litestar import Controller, Response, get, post
 from litestar.params import Body, FromQuery, Parameter
 from litestar.status_codes import HTTP_201_CREATED
@@ -12,11 +11,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
 from app.products import service
 from app.products.schemas import MAX_BULK_PRODUCTS, BulkProductsResult, ProductInput, ProductOut
-from app.schemas import Limit, Offset, Page
-
-ProductBulk = Annotated[
-    list[ProductInput], msgspec.Meta(min_length=1, max_length=MAX_BULK_PRODUCTS)
-]
+from app.schemas import Limit, Offset, Page, TextFilter
 
 
 class ProductController(Controller):
@@ -37,7 +32,12 @@ class ProductController(Controller):
     async def add_products(
         self,
         db: Db,
-        data: Annotated[ProductInput | ProductBulk, Body(description="A product or an array")],
+        # The array size (1..100,000) is checked by the service: Litestar ignores a msgspec.Meta
+        # nested in a union body.
+        data: Annotated[
+            ProductInput | list[ProductInput],
+            Body(description=f"A product or an array of 1..{MAX_BULK_PRODUCTS}"),
+        ],
     ) -> Response[ProductOut | BulkProductsResult]:
         if isinstance(data, list):
             items = [service.resolve_product(item, ["body", i]) for i, item in enumerate(data)]
@@ -52,7 +52,7 @@ class ProductController(Controller):
         db: Db,
         batch_id: Annotated[int | None, Parameter(ge=1, le=2**31 - 1)] = None,
         is_aggregated: FromQuery[bool | None] = None,
-        unique_code: FromQuery[str | None] = None,
+        unique_code: TextFilter = None,
         offset: Offset = 0,
         limit: Limit = 20,
     ) -> Page[ProductOut]:

@@ -8,9 +8,9 @@ from typing import Annotated
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from app.schemas import MAX_INT32, Int32
+from app.schemas import MAX_INT32, Int32, NonEmptyText
 
-UniqueCode = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+UniqueCode = NonEmptyText
 
 
 class ProductInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

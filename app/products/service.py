@@ -38,8 +38,14 @@ def resolve_product(item: ProductInput, loc: Loc) -> ResolvedProduct:
         value, key = pick(item, names, loc)
         if key is not None:
             values[field], keys[field] = value, key
+    # A missing key is named in the language the client writes in.
+    russian = any(key != PRODUCT_KEYS[field][0] for field, key in keys.items())
+
+    def missing(field: str) -> Loc:
+        return [*loc, PRODUCT_KEYS[field][-1] if russian else field]
+
     if "unique_code" not in values:
-        raise InputInvalid.at([*loc, "unique_code"], "required field is missing", "missing")
+        raise InputInvalid.at(missing("unique_code"), "required field is missing", "missing")
     code = values["unique_code"].strip()
     if "batch_id" in values:
         if "batch_number" in values or "batch_date" in values:
@@ -48,15 +54,15 @@ def resolve_product(item: ProductInput, loc: Loc) -> ResolvedProduct:
                 [*loc, extra], "send either batch_id or batch_number + batch_date"
             )
         return ResolvedProduct(code, values["batch_id"], loc)
-    missing = [f for f in ("batch_number", "batch_date") if f not in values]
-    if len(missing) == 2:
+    absent = [f for f in ("batch_number", "batch_date") if f not in values]
+    if len(absent) == 2:
         raise InputInvalid.at(
-            [*loc, "batch_id"],
-            "required field is missing (or batch_number + batch_date)",
+            missing("batch_number") if russian else missing("batch_id"),
+            "required field is missing (send batch_id, or batch_number + batch_date)",
             "missing",
         )
-    if missing:
-        raise InputInvalid.at([*loc, missing[0]], "required with the other batch key", "missing")
+    if absent:
+        raise InputInvalid.at(missing(absent[0]), "required with the other batch key", "missing")
     return ResolvedProduct(code, (values["batch_number"], values["batch_date"]), loc)
 
 
@@ -129,8 +135,10 @@ async def add_products_bulk(
     session: AsyncSession, items: Sequence[ResolvedProduct]
 ) -> BulkProductsResult:
     """Insert every new code in one statement; report the ones skipped and why."""
-    if len(items) > MAX_BULK_PRODUCTS:
-        raise InputInvalid.at(["body"], f"at most {MAX_BULK_PRODUCTS} products per request")
+    if not 1 <= len(items) <= MAX_BULK_PRODUCTS:
+        raise InputInvalid.at(
+            ["body"], f"send 1..{MAX_BULK_PRODUCTS} products per request, not {len(items)}"
+        )
     batch_ids = await resolve_batch_ids(session, [item.batch for item in items])
     skipped: list[SkippedProduct] = []
     codes: list[str] = []

@@ -22,6 +22,3 @@ class TaskOut(msgspec.Struct):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
-    message: str | None = None
-    queue: str | None = None
-    attempts: int = 0

@@ -31,9 +31,6 @@ def task_out(task: Task) -> TaskOut:
         created_at=task.created_at,
         started_at=task.started_at,
         finished_at=task.finished_at,
-        message=task.message,
-        queue=task.queue,
-        attempts=task.attempts,
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
+from app.db import transaction
 from tests import support
 from tests.conftest import wait_for_task
 from tests.e2e.test_aggregation_e2e import CODES, _lock_product, _wait_for
@@ -40,5 +42,10 @@ async def test_kill_9_worker_mid_task_resumes_from_checkpoint(client):
     result = done["result"]
     assert result["aggregated"] == 10_000
     assert result["failed"] == 0, result["errors"][:3]
-    task = (await client.get(f"/api/v1/tasks/{task_id}")).json()
-    assert task["attempts"] == 2
+    async with transaction() as session:
+        attempts = (
+            await session.execute(
+                text("SELECT attempts FROM tasks WHERE id = :id"), {"id": task_id}
+            )
+        ).scalar_one()
+    assert attempts == 2

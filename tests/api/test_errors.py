@@ -1,0 +1,216 @@
+"""Bad input and errors: RFC 9457 problem+json, 422 naming the key as sent, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.factories import (
+    count_rows,
+    create_batch,
+    problem,
+    shift_task_en,
+    shift_task_ru,
+    without,
+)
+
+MAX_ID = 2**31 - 1
+
+
+async def assert_nothing_written() -> None:
+    for table in ("batches", "work_centers", "products", "tasks", "outbox"):
+        assert await count_rows(table) == 0, table
+
+
+@pytest.mark.parametrize(
+    ("payload", "loc"),
+    [
+        ([shift_task_ru(Цвет="красный")], ["body", 0, "Цвет"]),
+        ([shift_task_en(), shift_task_en(2, colour="red")], ["body", 1, "colour"]),
+        ([shift_task_ru(НомерПартии="один")], ["body", 0, "НомерПартии"]),
+        ([shift_task_ru(НомерПартии=0)], ["body", 0, "НомерПартии"]),
+        ([shift_task_ru(НомерПартии=2**31)], ["body", 0, "НомерПартии"]),
+        ([shift_task_en(is_closed="no")], ["body", 0, "is_closed"]),
+        ([shift_task_ru(Смена=1)], ["body", 0, "Смена"]),
+        ([shift_task_ru(Смена="")], ["body", 0, "Смена"]),
+        ([shift_task_ru(Смена="   ")], ["body", 0, "Смена"]),
+        ([shift_task_en(team=None)], ["body", 0, "team"]),
+        ([without(shift_task_ru(), "Смена")], ["body", 0, "Смена"]),
+        ([without(shift_task_en(), "shift")], ["body", 0, "shift"]),
+        ([shift_task_ru(ДатаПартии="30.01.2024")], ["body", 0, "ДатаПартии"]),
+        ([shift_task_en(batch_date="2024-02-30")], ["body", 0, "batch_date"]),
+        ([shift_task_ru(ДатаВремяНачалаСмены="вчера")], ["body", 0, "ДатаВремяНачалаСмены"]),
+        ([shift_task_en(shift_start="2024-02-01T25:00:00")], ["body", 0, "shift_start"]),
+        (
+            [shift_task_ru(ДатаВремяОкончанияСмены="2024-01-30T19:00:00+05:00")],
+            ["body", 0, "ДатаВремяОкончанияСмены"],
+        ),
+        ([shift_task_ru(Номенклатура="a\x00b")], ["body", 0, "Номенклатура"]),
+        (
+            [shift_task_ru(ДатаВремяНачалаСмены="0001-01-01T00:00:00+05:00")],
+            ["body", 0, "ДатаВремяНачалаСмены"],
+        ),
+        ([shift_task_en(shift_end="9999-12-31T23:00:00-05:00")], ["body", 0, "shift_end"]),
+        ([shift_task_en(Смена="2")], ["body", 0, "Смена"]),
+        ([shift_task_ru(work_center_name="Line")], ["body", 0, "РабочийЦентр"]),
+        ([shift_task_en(shift_start="2024-02-01T08:00:00Z"), "x"], ["body", 1]),
+        ([], ["body"]),
+        ({"batch_number": 1}, ["body"]),
+        (None, ["body"]),
+        ("text", ["body"]),
+    ],
+)
+async def test_bad_batch_feed_is_422_naming_the_key(client, payload, loc):
+    response = await client.post("/api/v1/batches", json=payload)
+    body = problem(response, 422, loc)
+    assert body["title"] == "Validation failed"
+    await assert_nothing_written()
+
+
+async def test_more_than_1000_batches_is_422(client):
+    payload = [shift_task_en(n) for n in range(1, 1002)]
+    problem(await client.post("/api/v1/batches", json=payload), 422, ["body"])
+    await assert_nothing_written()
+
+
+async def test_exactly_1000_batches_is_accepted(client):
+    response = await client.post("/api/v1/batches", json=[shift_task_en(n) for n in range(1, 1001)])
+    assert response.status_code == 201, response.text[:500]
+    assert len(response.json()) == 1000
+
+
+async def test_both_keys_for_one_field_is_422(client):
+    response = await client.post("/api/v1/batches", json=[shift_task_ru(batch_number=22222)])
+    body = problem(response, 422)
+    assert {tuple(e["loc"]) for e in body["errors"]} & {
+        ("body", 0, "batch_number"),
+        ("body", 0, "НомерПартии"),
+    }
+    assert "same field" in body["detail"]
+    await assert_nothing_written()
+
+
+async def test_non_json_body_is_422(client):
+    response = await client.post(
+        "/api/v1/batches", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    problem(response, 422, ["body"])
+    await assert_nothing_written()
+
+
+async def test_json_null_body_is_422(client):
+    response = await client.post(
+        "/api/v1/batches", content=b"null", headers={"content-type": "application/json"}
+    )
+    problem(response, 422, ["body"])
+
+
+async def test_empty_body_is_422(client):
+    response = await client.post(
+        "/api/v1/batches", content=b"", headers={"content-type": "application/json"}
+    )
+    problem(response, 422, ["body"])
+
+
+async def test_oversized_body_is_413(client):
+    huge = b"[" + b" " * (33 * 1024 * 1024) + b"]"
+    response = await client.post(
+        "/api/v1/batches", content=huge, headers={"content-type": "application/json"}
+    )
+    problem(response, 413)
+    await assert_nothing_written()
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/v1/batches/0", "batch_id"),
+        ("/api/v1/batches/-1", "batch_id"),
+        (f"/api/v1/batches/{MAX_ID + 1}", "batch_id"),
+        ("/api/v1/work-centers/0", "work_center_id"),
+        (f"/api/v1/work-centers/{2**63}", "work_center_id"),
+    ],
+)
+async def test_out_of_range_path_ids_are_422(client, path, name):
+    problem(await client.get(path), 422, ["path", name])
+
+
+async def test_largest_id_is_a_plain_404(client):
+    problem(await client.get(f"/api/v1/batches/{MAX_ID}"), 404)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/v1/batches/0/aggregate"),
+        ("post", f"/api/v1/batches/{MAX_ID + 1}/aggregate-async"),
+        ("post", "/api/v1/batches/-5/close"),
+        ("patch", "/api/v1/batches/0"),
+    ],
+)
+async def test_out_of_range_ids_on_writes_are_422(client, method, path):
+    response = await getattr(client, method)(path, json={"unique_code": "X"})
+    problem(response, 422, ["path", "batch_id"])
+
+
+async def test_non_numeric_id_is_a_problem_not_a_500(client):
+    response = await client.get("/api/v1/batches/abc")
+    assert response.status_code in (404, 422)
+    problem(response, response.status_code)
+
+
+async def test_unknown_route_is_404_problem(client):
+    body = problem(await client.get("/api/v1/nothing-here"), 404)
+    assert "/api/v1/nothing-here" in body["detail"]
+    problem(await client.get("/nope"), 404)
+
+
+async def test_wrong_method_is_405_problem(client):
+    problem(await client.delete("/api/v1/batches"), 405)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/batches/",
+        "/api/v1/products/",
+        "/api/v1/tasks/",
+        "/api/v1/work-centers/",
+        "/health/",
+        "/ready/",
+    ],
+)
+async def test_trailing_slash_works_on_collections(client, path):
+    assert (await client.get(path)).status_code == 200, path
+
+
+async def test_trailing_slash_works_on_items_and_actions(client):
+    batch = await create_batch(client)
+    assert (await client.get(f"/api/v1/batches/{batch['id']}/")).status_code == 200
+    assert (
+        await client.get(f"/api/v1/work-centers/{batch['work_center']['id']}/")
+    ).status_code == 200
+    response = await client.post("/api/v1/batches/", json=[shift_task_en(2)])
+    assert response.status_code == 201
+    response = await client.patch(f"/api/v1/batches/{batch['id']}/", json={"team": "T"})
+    assert response.status_code == 200
+    response = await client.post(f"/api/v1/batches/{batch['id']}/close/")
+    assert response.status_code == 200
+
+
+async def test_problem_detail_is_a_sentence(client):
+    response = await client.post("/api/v1/batches", json=[shift_task_ru(Смена="")])
+    body = problem(response, 422, ["body", 0, "Смена"])
+    assert "Смена" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "loc"),
+    [
+        ("/api/v1/batches?shift=%00", ["query", "shift"]),
+        ("/api/v1/batches?nomenclature=a%00", ["query", "nomenclature"]),
+        ("/api/v1/products?unique_code=%00", ["query", "unique_code"]),
+        ("/api/v1/tasks?kind=%00", ["query", "kind"]),
+    ],
+)
+async def test_nul_characters_in_filters_are_422(client, path, loc):
+    problem(await client.get(path), 422, loc)
