@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+from msgspec import UNSET
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +33,21 @@ class ResolvedProduct(msgspec.Struct):
 
 
 def resolve_product(item: ProductInput, loc: Loc) -> ResolvedProduct:
+    # Fast path for the bulk shape `{unique_code, batch_id}` (100,000 per request); anything
+    # else goes through the full synonym and completeness rules below.
+    code = item.unique_code
+    if (
+        type(code) is str
+        and type(item.batch_id) is int
+        and item.УникальныйКодПродукта is UNSET
+        and item.batch_number is UNSET
+        and item.НомерПартии is UNSET
+        and item.batch_date is UNSET
+        and item.ДатаПартии is UNSET
+        and code.strip() == code
+        and code
+    ):
+        return ResolvedProduct(code, item.batch_id, loc)
     values: dict[str, Any] = {}
     keys: dict[str, str] = {}
     for field, names in PRODUCT_KEYS.items():
