@@ -22,6 +22,7 @@ from app.errors import BusinessRuleViolation, NotFound
 from app.models import Batch, Product
 from app.outbox import emit_event
 from app.products.schemas import ProductOut
+from app.products.service import product_out
 
 
 def utc_text(moment: dt.datetime) -> str:
@@ -123,14 +124,7 @@ async def aggregate_one(session: AsyncSession, batch_id: int, code: str) -> Prod
     product = (
         await session.execute(select(Product).where(Product.unique_code == aggregated[0]))
     ).scalar_one()
-    return ProductOut(
-        id=product.id,
-        unique_code=product.unique_code,
-        batch_id=product.batch_id,
-        is_aggregated=product.is_aggregated,
-        aggregated_at=product.aggregated_at,
-        created_at=product.created_at,
-    )
+    return product_out(product)
 
 
 async def aggregate_list(

@@ -123,7 +123,9 @@ class ProductBrief(msgspec.Struct):
     aggregated_at: dt.datetime | None
 
 
-class BatchOut(msgspec.Struct):
+class BatchBase(msgspec.Struct, kw_only=True):
+    """The fields every batch response carries."""
+
     id: int
     is_closed: bool
     closed_at: dt.datetime | None
@@ -137,29 +139,21 @@ class BatchOut(msgspec.Struct):
     ekn_code: str
     shift_start: dt.datetime
     shift_end: dt.datetime
-    products: list[ProductBrief]
     created_at: dt.datetime
     updated_at: dt.datetime
 
 
-class BatchListItem(msgspec.Struct):
-    id: int
-    is_closed: bool
-    closed_at: dt.datetime | None
-    task_description: str
-    work_center: WorkCenterOut
-    shift: str
-    team: str
-    batch_number: int
-    batch_date: dt.date
-    nomenclature: str
-    ekn_code: str
-    shift_start: dt.datetime
-    shift_end: dt.datetime
+class BatchOut(BatchBase, kw_only=True):
+    """A single batch: always with its products (`[]` when it has none)."""
+
+    products: list[ProductBrief]
+
+
+class BatchListItem(BatchBase, kw_only=True):
+    """A batch in a list: product counts instead of the product array."""
+
     product_count: int
     aggregated_count: int
-    created_at: dt.datetime
-    updated_at: dt.datetime
 
 
 class BatchFilters(msgspec.Struct, kw_only=True):

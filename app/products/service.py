@@ -109,7 +109,7 @@ async def resolve_batch_ids(session: AsyncSession, refs: Sequence[BatchRef]) -> 
     return found
 
 
-def _product_out(product: Product) -> ProductOut:
+def product_out(product: Product) -> ProductOut:
     return ProductOut(
         id=product.id,
         unique_code=product.unique_code,
@@ -144,7 +144,7 @@ async def add_product(session: AsyncSession, item: ResolvedProduct) -> ProductOu
         raise Conflict(f"Product {item.unique_code} already exists (batch {owner})")
     product = await session.get(Product, row)
     assert product is not None
-    return _product_out(product)
+    return product_out(product)
 
 
 async def add_products_bulk(
@@ -212,4 +212,4 @@ async def list_products(
     rows = await session.execute(
         select(Product).where(where).order_by(Product.id).offset(offset).limit(limit)
     )
-    return [_product_out(p) for p in rows.scalars().all()], total
+    return [product_out(p) for p in rows.scalars().all()], total
