@@ -59,6 +59,31 @@ async def _recreate_database() -> None:
         await admin.close()
 
 
+def local_s3_environment() -> dict[str, str]:
+    """A real S3 endpoint: moto's server in this process on a free port (workers reach it
+    over HTTP like any S3), or TEST_S3_ENDPOINT_URL (e.g. MinIO) when set."""
+    endpoint = os.environ.get("TEST_S3_ENDPOINT_URL")
+    if not endpoint:
+        import logging
+        import socket
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
+        endpoint = f"http://127.0.0.1:{port}"
+    return {
+        "S3_ENDPOINT_URL": endpoint,
+        "S3_PUBLIC_ENDPOINT_URL": "",
+        "S3_ACCESS_KEY": os.environ.get("TEST_S3_ACCESS_KEY", "testing"),
+        "S3_SECRET_KEY": os.environ.get("TEST_S3_SECRET_KEY", "testing-secret"),
+        "S3_REGION": "us-east-1",
+    }
+
+
 def prepare_database() -> None:
     from alembic import command
     from alembic.config import Config

@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from app.config import VERSION, get_settings
 from app.db import get_engine
+from app.storage import check_s3
 
 
 class Health(msgspec.Struct):
@@ -48,6 +49,7 @@ async def check_broker() -> None:
 readiness_checks: dict[str, Callable[[], Awaitable[None]]] = {
     "database": check_database,
     "broker": check_broker,
+    "s3": check_s3,
 }
 
 

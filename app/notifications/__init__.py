@@ -1,0 +1,1 @@
+"""Notifications: email (SMTP when configured, logged otherwise) on the fast queue."""

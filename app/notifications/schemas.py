@@ -1,0 +1,40 @@
+"""Notification requests: an address, a subject and a message."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+# Deliberately simple: one @, no spaces, a dot in the domain; the SMTP server has the last word.
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        max_length=254,
+        description="An email address",
+        examples=["shift.lead@example.com"],
+    ),
+]
+Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Message = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+
+
+class TestNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    email: Email
+    message: Message
+    subject: Subject = "Production Control: test notification"
+
+
+class Notification(msgspec.Struct, kw_only=True):
+    """The params of a send_notification task."""
+
+    to: str
+    subject: str
+    body: str
+
+
+class NotificationResult(msgspec.Struct):
+    to: str
+    transport: str  # "smtp" or "log"
+    delivered: bool

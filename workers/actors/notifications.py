@@ -1,0 +1,20 @@
+"""send_notification: email on the fast queue, queued with high priority."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from app.notifications.schemas import Notification
+from app.notifications.service import NotificationRejected, deliver
+from workers.progress import TaskContext, TaskFailed, task_actor
+
+
+@task_actor("send_notification", time_limit_s=2 * 60, max_retries=5, min_backoff_ms=5_000)
+async def send_notification(ctx: TaskContext) -> Any:
+    try:
+        result = await deliver(msgspec.convert(ctx.params, Notification))
+    except NotificationRejected as exc:
+        raise TaskFailed(str(exc)) from exc
+    return msgspec.to_builtins(result)

@@ -1,0 +1,25 @@
+"""generate_report: render an Excel or PDF batch report, store it in S3, announce it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from app.errors import NotFound
+from app.reports.service import generate_report as generate
+from workers.progress import TaskContext, TaskFailed, task_actor
+
+
+@task_actor("generate_report", time_limit_s=30 * 60, max_retries=3)
+async def generate_report(ctx: TaskContext) -> Any:
+    params = ctx.params
+    try:
+        return await generate(
+            uuid.UUID(str(ctx.task_id)),
+            params["batch_id"],
+            params["format"],
+            params.get("email"),
+            ctx.progress,
+        )
+    except NotFound as exc:  # deleted between the request and the job
+        raise TaskFailed(str(exc)) from exc
