@@ -137,9 +137,11 @@ async def emit_event(session: AsyncSession, event: str, data: dict[str, Any]) ->
     await emit_events(session, event, [data])
 
 
-# An event handler turns committed events into further actor messages (webhook fan-out);
-# it runs inside the relay's transaction, so its rows commit with the "published" mark.
-EventHandler = Callable[[AsyncSession, list[OutboxMessage]], Awaitable[list[dict[str, Any]]]]
+# An event handler reacts to committed events (webhook fan-out) inside the relay's
+# transaction, so what it writes commits together with the "published" mark. Messages it
+# wants sent go into the outbox too (send_actor_message): they are published on the next
+# round, after this commit, so no worker can look for a row that is not committed yet.
+EventHandler = Callable[[AsyncSession, list[OutboxMessage]], Awaitable[None]]
 event_handlers: list[EventHandler] = []
 
 
@@ -219,7 +221,7 @@ class OutboxRelay:
             messages = [row.payload for row in rows if row.topic == TOPIC_TASK]
             events = [row for row in rows if row.topic == TOPIC_EVENT]
             for handler in event_handlers:
-                messages.extend(await handler(session, events))
+                await handler(session, events)
             await self.publisher.publish(messages)
             await session.execute(
                 update(OutboxMessage)
