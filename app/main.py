@@ -13,18 +13,26 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from sqlalchemy import func, select
 
 from app.aggregation.api import AggregationController
+from app.analytics.api import AnalyticsController
 from app.api_support import provide_session
 from app.batches.api import BatchController
+from app.cache import CacheListener, cache_status_header, read_cache
 from app.config import VERSION, get_settings
 from app.db import dispose_engine, transaction
 from app.errors import exception_handlers
 from app.logging import configure_logging
 from app.middleware import api_key_auth, request_context
 from app.models import ApiKey
+from app.notifications.api import NotificationController
 from app.outbox import OutboxRelay
 from app.products.api import ProductController
+from app.reports.api import ReportController
+from app.schedule.api import ScheduleController
+from app.storage import storage_lifespan
 from app.system.api import docs, health, ready
 from app.tasks.api import TaskController
+from app.transfer.api import TransferController
+from app.webhooks.api import WebhookController
 from app.work_centers.api import WorkCenterController
 
 log = structlog.get_logger(__name__)
@@ -38,6 +46,12 @@ ROUTE_HANDLERS = [
     AggregationController,
     TaskController,
     WorkCenterController,
+    AnalyticsController,
+    ScheduleController,
+    WebhookController,
+    ReportController,
+    TransferController,
+    NotificationController,
 ]
 
 
@@ -65,9 +79,16 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     relay = OutboxRelay()
     app.state.relay = relay
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+    # LISTEN for cache invalidations; until it is in place the read cache is bypassed.
+    cache_listener = CacheListener(read_cache)
+    app.state.cache_listener = cache_listener
+    cache_task = asyncio.create_task(cache_listener.run(), name="cache-listener")
     try:
         yield
     finally:
+        await cache_listener.stop()
+        cache_task.cancel()
+        await asyncio.gather(cache_task, return_exceptions=True)
         await relay.stop()
         relay_task.cancel()
         await asyncio.gather(relay_task, return_exceptions=True)
@@ -81,8 +102,8 @@ def create_app() -> Litestar:
         route_handlers=ROUTE_HANDLERS,
         dependencies={"db": provide_session},
         exception_handlers=exception_handlers,
-        middleware=[request_context, api_key_auth],
-        lifespan=[lifespan],
+        middleware=[request_context, api_key_auth, cache_status_header],
+        lifespan=[lifespan, storage_lifespan],
         request_max_body_size=settings.max_body_size,
         openapi_config=OpenAPIConfig(
             title="Production Control",

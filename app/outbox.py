@@ -249,7 +249,8 @@ class OutboxRelay:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self.SWEEP_SECONDS)
-            if self._listener is None or self._listener.is_closed():
+            listener_lost = self._listener is None or self._listener.is_closed()
+            if listener_lost and not self._stopping.is_set():
                 await self._listen()
 
     async def stop(self) -> None:

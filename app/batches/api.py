@@ -13,9 +13,10 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
 from app.batches import service
 from app.batches.schemas import BatchFilters, BatchInput, BatchListItem, BatchOut, resolve_batch
-from app.schemas import Limit, Offset, Page, PositiveId
+from app.cache import BATCH_TTL, LIST_TTL, batch_page_tags, batch_tags, read_cache
+from app.schemas import Limit, Offset, Page, PositiveId, TextFilter
 
-BatchFeed = Annotated[list[BatchInput], msgspec.Meta(min_length=1, max_length=1000)]
+MAX_FEED_BATCHES = 1000
 
 
 class BatchController(Controller):
@@ -36,7 +37,15 @@ class BatchController(Controller):
     async def create_batches(
         self,
         db: Db,
-        data: Annotated[BatchFeed, Body(description="Shift tasks as 1C sends them")],
+        # Litestar builds the body validator from Body(); a msgspec.Meta inside would be dropped.
+        data: Annotated[
+            list[BatchInput],
+            Body(
+                description="Shift tasks as 1C sends them",
+                min_items=1,
+                max_items=MAX_FEED_BATCHES,
+            ),
+        ],
         on_conflict: Annotated[
             Literal["error", "update"],
             Parameter(description="`update` overwrites existing batches"),
@@ -58,8 +67,8 @@ class BatchController(Controller):
         batch_date_from: FromQuery[dt.date | None] = None,
         batch_date_to: FromQuery[dt.date | None] = None,
         work_center_id: Annotated[int | None, Parameter(ge=1, le=2**31 - 1)] = None,
-        shift: FromQuery[str | None] = None,
-        nomenclature: FromQuery[str | None] = None,
+        shift: TextFilter = None,
+        nomenclature: TextFilter = None,
         offset: Offset = 0,
         limit: Limit = 20,
     ) -> Page[BatchListItem]:
@@ -73,8 +82,18 @@ class BatchController(Controller):
             shift=shift,
             nomenclature=nomenclature,
         )
-        items, total = await service.list_batches(db, filters, offset, limit)
-        return Page(items=items, total=total, offset=offset, limit=limit)
+
+        async def page() -> Page[BatchListItem]:
+            items, total = await service.list_batches(db, filters, offset, limit)
+            return Page(items=items, total=total, offset=offset, limit=limit)
+
+        return await read_cache.get_or_compute(
+            ("batches", *msgspec.structs.astuple(filters), offset, limit),
+            page,
+            ttl=LIST_TTL,
+            tags=lambda result: batch_page_tags(result.items),
+            weight=lambda result: len(result.items),
+        )
 
     @get(
         "/{batch_id:int}",
@@ -82,7 +101,13 @@ class BatchController(Controller):
         responses={**NOT_FOUND, **INVALID},
     )
     async def get_batch(self, db: Db, batch_id: PositiveId) -> BatchOut:
-        return await service.get_batch(db, batch_id)
+        return await read_cache.get_or_compute(
+            ("batch", batch_id),
+            lambda: service.get_batch(db, batch_id),
+            ttl=BATCH_TTL,
+            tags=batch_tags,
+            weight=lambda batch: len(batch.products),
+        )
 
     @patch(
         "/{batch_id:int}",

@@ -10,7 +10,7 @@ from sqlalchemy import and_, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound
-from app.models import FINISHED_STATUSES, OutboxMessage, Task, TaskStatus
+from app.models import FINISHED_STATUSES, OutboxMessage, SchedulerRun, Task, TaskStatus
 from app.outbox import actor_message
 from app.tasks.schemas import TaskOut, TaskProgress
 
@@ -120,10 +120,16 @@ async def reap_stale_tasks(session: AsyncSession, stale_after_s: float) -> dict[
 
 
 async def prune_finished_tasks(session: AsyncSession, older_than_days: int) -> dict[str, int]:
-    """Delete finished tasks and published outbox rows older than the retention period."""
+    """Delete finished tasks, published outbox rows and scheduler fire records past retention."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=older_than_days)
     tasks = await session.execute(
         delete(Task).where(Task.status.in_(FINISHED_STATUSES), Task.finished_at < cutoff)
     )
     outbox = await session.execute(delete(OutboxMessage).where(OutboxMessage.published_at < cutoff))
-    return {"tasks": tasks.rowcount or 0, "outbox": outbox.rowcount or 0}
+    # A fire older than any misfire grace can never be claimed again: its key is not needed.
+    runs = await session.execute(delete(SchedulerRun).where(SchedulerRun.fire_time < cutoff))
+    return {
+        "tasks": tasks.rowcount or 0,
+        "outbox": outbox.rowcount or 0,
+        "scheduler_runs": runs.rowcount or 0,
+    }

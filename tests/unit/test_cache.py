@@ -93,13 +93,29 @@ async def test_expired_entries_are_recomputed():
 
 
 async def test_full_cache_evicts_the_oldest(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(cache_module, "MAX_ENTRIES", 3)
+    monkeypatch.setattr(cache_module, "MAX_WEIGHT", 100)
     cache, _ = attached()
-    for i in range(5):
-        await read(cache, i, i, [("batches", str(i))])
-    assert len(cache) == 3
-    assert await read(cache, 0, "recomputed", [("batches", "0")]) == "recomputed"
-    assert await read(cache, 4, "x", [("batches", "4")]) == 4
+    for i in range(5):  # 5 answers of 5 rows
+        await cache.get_or_compute(i, lambda i=i: _value(i), ttl=60, tags=[], weight=lambda _v: 5)
+    for i in range(5, 85):  # 80 small answers: 105 rows in all, 5 over the budget
+        await read(cache, i, i, [])
+    assert len(cache) == 84
+    assert await read(cache, 84, "recomputed", []) == 84
+    assert await read(cache, 1, "recomputed", []) == 1
+    assert await read(cache, 0, "recomputed", []) == "recomputed"  # the oldest went
+
+
+async def test_an_oversized_answer_is_not_cached(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(cache_module, "MAX_WEIGHT", 100)
+    cache, _ = attached()
+    await cache.get_or_compute("big", lambda: _value("v"), ttl=60, tags=[], weight=lambda _v: 6)
+    assert len(cache) == 0
+    await cache.get_or_compute("ok", lambda: _value("v"), ttl=60, tags=[], weight=lambda _v: 5)
+    assert len(cache) == 1
+
+
+async def _value(value: Any) -> Any:
+    return value
 
 
 async def test_detached_cache_is_empty_and_bypassed():

@@ -1,0 +1,85 @@
+"""Task-table housekeeping: the reaper and the pruner, against the real database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import func, select, text
+
+from app.db import transaction
+from app.models import OutboxMessage, SchedulerRun, Task
+from app.tasks.service import prune_finished_tasks, reap_stale_tasks
+
+
+async def _task(
+    status: str, *, heartbeat_age_s: float = 0, attempts: int = 1, finished_days: float = 0
+) -> uuid.UUID:
+    now = dt.datetime.now(dt.UTC)
+    task = Task(
+        id=uuid.uuid4(),
+        kind="aggregate_products",
+        queue="heavy",
+        status=status,
+        attempts=attempts,
+        max_attempts=4,
+        params={},
+        heartbeat_at=now - dt.timedelta(seconds=heartbeat_age_s),
+        finished_at=now - dt.timedelta(days=finished_days) if finished_days else None,
+    )
+    async with transaction() as session:
+        session.add(task)
+    return task.id
+
+
+async def _status(task_id: uuid.UUID) -> str | None:
+    async with transaction() as session:
+        return (
+            await session.execute(text("SELECT status FROM tasks WHERE id = :id"), {"id": task_id})
+        ).scalar_one_or_none()
+
+
+async def test_reaper_retries_dead_tasks_and_fails_exhausted_ones():
+    dead = await _task("STARTED", heartbeat_age_s=600)
+    exhausted = await _task("STARTED", heartbeat_age_s=600, attempts=4)
+    alive = await _task("STARTED", heartbeat_age_s=1)
+    async with transaction() as session:
+        assert await reap_stale_tasks(session, 60) == {"retried": 1, "failed": 1}
+    assert await _status(dead) == "RETRYING"
+    assert await _status(exhausted) == "FAILURE"
+    assert await _status(alive) == "STARTED"
+    async with transaction() as session:
+        message_ids = (
+            (await session.execute(select(OutboxMessage.payload["message_id"].astext)))
+            .scalars()
+            .all()
+        )
+    assert message_ids == [str(dead)]  # re-enqueued under the task id: redelivery stays idempotent
+
+
+async def test_pruner_keeps_recent_and_unfinished_work():
+    old = await _task("SUCCESS", finished_days=30)
+    recent = await _task("SUCCESS", finished_days=1)
+    running = await _task("STARTED")
+    now = dt.datetime.now(dt.UTC)
+    async with transaction() as session:
+        session.add_all(
+            [
+                SchedulerRun(
+                    job_name="reap_stale_tasks",
+                    fire_time=now - dt.timedelta(days=30),
+                    scheduler_id="t",
+                ),
+                SchedulerRun(job_name="reap_stale_tasks", fire_time=now, scheduler_id="t"),
+            ]
+        )
+    async with transaction() as session:
+        pruned = await prune_finished_tasks(session, 14)
+    assert pruned == {"tasks": 1, "outbox": 0, "scheduler_runs": 1}
+    assert await _status(old) is None
+    assert await _status(recent) == "SUCCESS"
+    assert await _status(running) == "STARTED"
+    async with transaction() as session:
+        assert (
+            await session.execute(select(func.count()).select_from(SchedulerRun))
+        ).scalar_one() == 1
