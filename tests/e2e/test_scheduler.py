@@ -110,6 +110,16 @@ async def leader() -> str | None:
     return rows[0][0].removeprefix(APPLICATION_PREFIX) if rows else None
 
 
+def leader_is(expected: str) -> Callable[[], Awaitable[str | None]]:
+    """Wait for a specific leader: a killed one keeps the lock until PostgreSQL notices."""
+
+    async def check() -> str | None:
+        current = await leader()
+        return current if current == expected else None
+
+    return check
+
+
 async def runs(job: str = WATCHED) -> list[Any]:
     return await query(
         "SELECT fire_time, scheduler_id, created_at, task_id FROM scheduler_runs "
@@ -181,7 +191,7 @@ async def test_two_replicas_fire_once_and_survive_the_leader_being_killed(client
     old, new = (first, second) if leader_id == first.id else (second, first)
     before = len(await runs())
     old.kill()
-    assert await eventually(leader) == new.id
+    assert await eventually(leader_is(new.id)) == new.id
     await eventually(await run_count_at_least(before + 3))
     new.stop()
 
@@ -202,7 +212,7 @@ async def test_a_restarted_scheduler_neither_repeats_nor_skips_a_due_fire(schedu
     scheduler.kill()
     again = SchedulerProcess(every).start()
     schedulers.append(again)
-    assert await eventually(leader) == again.id
+    assert await eventually(leader_is(again.id)) == again.id
     second_run = (await eventually(await run_count_at_least(2)))[1]
     assert second_run.fire_time == f1 + dt.timedelta(seconds=every)
     assert second_run.scheduler_id == again.id
