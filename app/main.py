@@ -105,6 +105,9 @@ def create_app() -> Litestar:
         middleware=[request_context, api_key_auth, cache_status_header],
         lifespan=[lifespan, storage_lifespan],
         request_max_body_size=settings.max_body_size,
+        # structlog owns logging (configure_logging above); Litestar's default config would
+        # replace our JSON handler with its own plain-text one.
+        logging_config=None,
         openapi_config=OpenAPIConfig(
             title="Production Control",
             version=VERSION,
