@@ -62,9 +62,10 @@ test: sync ## the whole suite against the real PostgreSQL, RabbitMQ and a local 
 	$(RUN) pytest
 
 .PHONY: lint
-lint: sync ## ruff format check + lint
+lint: sync ## ruff format check + lint, mypy
 	$(RUN) ruff format --check .
 	$(RUN) ruff check .
+	$(RUN) mypy
 
 .PHONY: fmt
 fmt: sync ## format and autofix

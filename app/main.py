@@ -10,6 +10,7 @@ import structlog
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.types import ControllerRouterHandler
 from sqlalchemy import func, select
 
 from app.aggregation.api import AggregationController
@@ -37,7 +38,7 @@ from app.work_centers.api import WorkCenterController
 
 log = structlog.get_logger(__name__)
 
-ROUTE_HANDLERS = [
+ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     health,
     ready,
     docs,

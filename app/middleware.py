@@ -46,7 +46,7 @@ def request_context(app: ASGIApp) -> ASGIApp:
         finally:
             access_log.info(
                 "request",
-                method=scope["method"],
+                method=scope.get("method", ""),
                 path=scope["path"],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),

@@ -87,14 +87,32 @@ async def enqueue_task(
     )
     session.add(task)
     await session.flush()
-    await session.execute(
-        insert(OutboxMessage).values(
-            topic=TOPIC_TASK,
-            event_type=kind,
-            payload=actor_message(kind, [str(task.id)], message_id=str(task.id), priority=priority),
-        )
-    )
+    await send_task_messages(session, [(kind, task.id)], priority=priority)
     return task
+
+
+async def send_task_messages(
+    session: AsyncSession,
+    tasks: Sequence[tuple[str, uuid.UUID]],
+    *,
+    priority: int = PRIORITY_NORMAL,
+) -> None:
+    """Queue the actor message of existing task rows; the task id doubles as message id."""
+    if not tasks:
+        return
+    await session.execute(
+        insert(OutboxMessage),
+        [
+            {
+                "topic": TOPIC_TASK,
+                "event_type": kind,
+                "payload": actor_message(
+                    kind, [str(task_id)], message_id=str(task_id), priority=priority
+                ),
+            }
+            for kind, task_id in tasks
+        ],
+    )
 
 
 async def send_actor_message(

@@ -309,7 +309,6 @@ def task_actor(
         run.__name__ = run.__qualname__ = kind
         run.__doc__ = fn.__doc__
         return dramatiq.actor(
-            run,
             broker=broker,
             actor_name=kind,
             queue_name=TASK_QUEUES[kind],
@@ -318,6 +317,6 @@ def task_actor(
             min_backoff=min_backoff_ms,
             max_backoff=5 * 60 * 1000,
             retry_when=_retry_when(max_retries),
-        )
+        )(run)
 
     return decorate

@@ -184,7 +184,7 @@ def event_data(batch: BatchOut | BatchListItem) -> dict[str, Any]:
     return data
 
 
-def _batch_select() -> Select[Any]:
+def _batch_select() -> Select[Batch, WorkCenter]:
     return select(Batch, WorkCenter).join(WorkCenter, Batch.work_center_id == WorkCenter.id)
 
 
@@ -265,7 +265,7 @@ def _filter_conditions(filters: BatchFilters) -> list[Any]:
     return conditions
 
 
-def filtered_batches(filters: BatchFilters) -> Select[Any]:
+def filtered_batches(filters: BatchFilters) -> Select[Batch, WorkCenter]:
     """The batches a filter set selects, ordered by id (shared by the list and export)."""
     return _batch_select().where(and_(True, *_filter_conditions(filters))).order_by(Batch.id)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, select, text
+from sqlalchemy import CursorResult, and_, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound
 from app.models import FINISHED_STATUSES, OutboxMessage, SchedulerRun, Task, TaskStatus
-from app.outbox import actor_message
+from app.outbox import send_task_messages
 from app.tasks.schemas import TaskOut, TaskProgress
 
 
@@ -104,32 +104,21 @@ async def reap_stale_tasks(session: AsyncSession, stale_after_s: float) -> dict[
         )
     ).all()
     retried = [row for row in rows if row.status == TaskStatus.RETRYING]
-    if retried:
-        await session.execute(
-            OutboxMessage.__table__.insert(),
-            [
-                {
-                    "topic": "task",
-                    "event_type": row.kind,
-                    "payload": actor_message(row.kind, [str(row.id)], message_id=str(row.id)),
-                }
-                for row in retried
-            ],
-        )
+    await send_task_messages(session, [(row.kind, row.id) for row in retried])
     return {"retried": len(retried), "failed": len(rows) - len(retried)}
 
 
 async def prune_finished_tasks(session: AsyncSession, older_than_days: int) -> dict[str, int]:
     """Delete finished tasks, published outbox rows and scheduler fire records past retention."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=older_than_days)
-    tasks = await session.execute(
-        delete(Task).where(Task.status.in_(FINISHED_STATUSES), Task.finished_at < cutoff)
-    )
-    outbox = await session.execute(delete(OutboxMessage).where(OutboxMessage.published_at < cutoff))
-    # A fire older than any misfire grace can never be claimed again: its key is not needed.
-    runs = await session.execute(delete(SchedulerRun).where(SchedulerRun.fire_time < cutoff))
-    return {
-        "tasks": tasks.rowcount or 0,
-        "outbox": outbox.rowcount or 0,
-        "scheduler_runs": runs.rowcount or 0,
+    statements = {
+        "tasks": delete(Task).where(Task.status.in_(FINISHED_STATUSES), Task.finished_at < cutoff),
+        "outbox": delete(OutboxMessage).where(OutboxMessage.published_at < cutoff),
+        # A fire older than any misfire grace can never be claimed again: its key is not needed.
+        "scheduler_runs": delete(SchedulerRun).where(SchedulerRun.fire_time < cutoff),
     }
+    deleted: dict[str, int] = {}
+    for name, statement in statements.items():
+        result = cast(CursorResult[Any], await session.execute(statement))
+        deleted[name] = result.rowcount or 0
+    return deleted
