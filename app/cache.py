@@ -50,7 +50,13 @@ MAX_WEIGHT = 500_000
 
 T = TypeVar("T")
 Tag = tuple[str, str | None]  # (table, key); key None = anything in the table
-DASHBOARD_TAGS: tuple[Tag, ...] = (("statistics_snapshots", "dashboard"),)
+# The dashboard is dropped by a new snapshot and by any change to what it summarises.
+DASHBOARD_TAGS: tuple[Tag, ...] = (
+    ("statistics_snapshots", "dashboard"),
+    ("batches", None),
+    ("products", None),
+    ("work_centers", None),
+)
 
 _status: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "cache_status", default=None
@@ -114,6 +120,10 @@ class ReadCache:
         # Bumped on attach/detach: a value computed across one of them is never stored.
         self._generation = 0
         self._weight = 0
+        # Wall-clock time of the last change seen per table, and of the (re)subscription:
+        # what a snapshot computed elsewhere is checked against (unchanged_since).
+        self._changed_at: dict[str, float] = {}
+        self._attached_at = float("inf")
         self.hits = self.misses = self.bypasses = 0
 
     @property
@@ -168,6 +178,7 @@ class ReadCache:
     def invalidate(self, table: str, keys: Iterable[str] | None = None) -> None:
         """Drop what depends on `keys` of `table` (None: on anything in it)."""
         changed = None if keys is None else frozenset(keys)
+        self._changed_at[table] = time.time()
         for watch in self._watches:
             watch.changed.append((table, changed))
         index = self._by_tag.get(table)
@@ -189,12 +200,26 @@ class ReadCache:
         """LISTEN is in place: start caching from empty."""
         self.clear()
         self._listener = listener
+        self._attached_at = time.time()
 
     def detach(self, listener: CacheListener) -> None:
         """Invalidations may be missed from now on: forget everything and bypass."""
         if self._listener is listener:
             self._listener = None
             self.clear()
+
+    async def unchanged_since(self, tables: Iterable[str], moment: float) -> bool:
+        """True only if no change to `tables` committed at or after `moment` (wall clock).
+
+        Without a healthy listener, or for a moment before we started listening, nothing
+        can be vouched for: False.
+        """
+        listener = self._listener
+        if listener is None or not await listener.barrier():
+            return False
+        if moment <= self._attached_at:
+            return False
+        return all(self._changed_at.get(table, 0.0) < moment for table in tables)
 
     def _live(self, key: Hashable) -> _Entry | None:
         entry = self._entries.get(key)

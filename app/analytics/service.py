@@ -3,15 +3,16 @@
 Every figure comes from SQL aggregates; Python only shapes rows. The dashboard's heavy part
 (every product grouped by batch, shift and work center) is computed by refresh_statistics
 every 5 minutes into `statistics_snapshots`, and read from there; when the snapshot is
-missing, older than SNAPSHOT_MAX_AGE (scheduler down) or from another day, the first
-request recomputes it, under an advisory lock so concurrent requests wait for that one.
+missing, older than SNAPSHOT_MAX_AGE (scheduler down), from another day, or older than a
+change to the data it summarises, the first request recomputes it, under an advisory lock
+so concurrent requests wait for that one. A dashboard is never older than the last write.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -220,18 +221,23 @@ async def _read_snapshot(session: AsyncSession) -> Dashboard | None:
     return None if data is None else msgspec.convert(data, Dashboard)
 
 
-async def refresh_dashboard(*, force: bool) -> tuple[Dashboard, float | None]:
+async def refresh_dashboard(
+    *, force: bool, not_before: dt.datetime | None = None
+) -> tuple[Dashboard, float | None]:
     """Recompute and store the dashboard snapshot; returns it and the compute time in ms.
 
-    Without `force`, a snapshot made fresh meanwhile (by whoever held the lock) is
-    returned as is (compute time None).
+    Without `force`, a snapshot made fresh meanwhile (by whoever held the lock, at or after
+    `not_before`) is returned as is (compute time None).
     """
     async with transaction() as session:
         await session.execute(select(func.pg_advisory_xact_lock(DASHBOARD_LOCK_KEY)))
         now = dt.datetime.now(dt.UTC)
         if not force:
             current = await _read_snapshot(session)
-            if current is not None and is_fresh(current, now):
+            recent = not_before is None or (
+                current is not None and current.generated_at >= not_before
+            )
+            if current is not None and is_fresh(current, now) and recent:
                 return current, None
         started = time.perf_counter()
         dashboard = await compute_dashboard(session, now)
@@ -249,12 +255,28 @@ async def refresh_dashboard(*, force: bool) -> tuple[Dashboard, float | None]:
     return dashboard, duration_ms
 
 
-async def dashboard(session: AsyncSession) -> Dashboard:
-    """The dashboard as of the latest snapshot (recomputed first when it is stale)."""
+# The tables the dashboard summarises: a change to any of them outdates a snapshot.
+DASHBOARD_SOURCES = ("batches", "products", "work_centers")
+# Snapshots may be computed on another host: allow for that much clock difference.
+CLOCK_SKEW = dt.timedelta(seconds=1)
+
+
+async def dashboard(
+    session: AsyncSession,
+    unchanged_since: Callable[[Sequence[str], float], Awaitable[bool]] | None = None,
+) -> Dashboard:
+    """The latest snapshot if nothing it summarises changed since; else a new one.
+
+    `unchanged_since(tables, moment)` answers from this process's change notifications
+    (the read cache's listener); without it a snapshot is trusted for its age only.
+    """
+    decided_at = dt.datetime.now(dt.UTC)
     current = await _read_snapshot(session)
-    if current is not None and is_fresh(current, dt.datetime.now(dt.UTC)):
-        return current
-    return (await refresh_dashboard(force=False))[0]
+    if current is not None and is_fresh(current, decided_at):
+        moment = (current.generated_at - CLOCK_SKEW).timestamp()
+        if unchanged_since is None or await unchanged_since(DASHBOARD_SOURCES, moment):
+            return current
+    return (await refresh_dashboard(force=False, not_before=decided_at))[0]
 
 
 async def _batch_rows(session: AsyncSession, ids: Sequence[int]) -> dict[int, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from app.analytics.service import refresh_dashboard
+from app.analytics.service import CLOCK_SKEW, refresh_dashboard
 from app.cache import read_cache
 from app.db import transaction
 from tests.factories import add_codes, aggregate, create_batches, parse_time, problem, shift_task_en
@@ -155,23 +155,32 @@ async def test_dashboard_empty(client):
     assert body["today"]["closing_today"] == []
 
 
-async def test_dashboard_answers_from_the_snapshot_until_refreshed(client):
+async def test_dashboard_reuses_its_snapshot_until_data_changes(client):
     ids = await seed_plant(client)
+    # A snapshot is trusted only for changes older than it by the clock-skew allowance.
+    await asyncio.sleep(CLOCK_SKEW.total_seconds() + 0.1)
     first = (await client.get("/api/v1/analytics/dashboard")).json()
-    await aggregate(client, ids["A"], "A4")
 
-    # The snapshot (and the cache over it) still holds the figures it was computed with.
-    again = (await client.get("/api/v1/analytics/dashboard")).json()
-    assert again == first
+    # Nothing changed: the same snapshot answers (from memory once cached).
+    again = await client.get("/api/v1/analytics/dashboard")
+    assert again.json() == first
+    assert again.headers["x-cache"] in ("MISS", "HIT")
+    assert (await client.get("/api/v1/analytics/dashboard")).headers["x-cache"] == "HIT"
+
+    # A write outdates the snapshot: the next read is recomputed, never stale.
+    await aggregate(client, ids["A"], "A4")
+    after_write = (await client.get("/api/v1/analytics/dashboard")).json()
+    assert after_write["summary"]["aggregated_products"] == 7
+    assert after_write["today"]["closing_today"][0]["aggregation_rate"] == 100.0
+    assert after_write["generated_at"] > first["generated_at"]
 
     # refresh_statistics writes a new snapshot; its NOTIFY drops the cached dashboard.
     _, duration_ms = await refresh_dashboard(force=True)
     assert duration_ms is not None
     assert duration_ms >= 0
     refreshed = (await client.get("/api/v1/analytics/dashboard")).json()
-    assert refreshed["summary"]["aggregated_products"] == 7
-    assert refreshed["today"]["closing_today"][0]["aggregation_rate"] == 100.0
-    assert refreshed["generated_at"] > first["generated_at"]
+    assert refreshed["summary"] == after_write["summary"]
+    assert refreshed["generated_at"] > after_write["generated_at"]
 
 
 async def test_dashboard_recomputes_a_stale_snapshot(client):

@@ -217,7 +217,11 @@ async def test_the_dashboard_follows_each_new_snapshot_in_both_processes(apis):
     assert before[0] == before[1]
     assert before[0]["summary"]["total_batches"] == 1
 
+    # A write through one process: neither serves the old figures, snapshot or not.
     await api_b.post("/api/v1/batches", json=[shift_task_en(92, "2024-05-04")])
+    for api in (api_a, api_b):
+        assert (await api.get(url)).json()["summary"]["total_batches"] == 2
+
     await refresh_dashboard(force=True)  # what refresh_statistics does every 5 minutes
     for api in (api_a, api_b):
         after = await api.get(url)
