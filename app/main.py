@@ -30,7 +30,7 @@ from app.products.api import ProductController
 from app.reports.api import ReportController
 from app.schedule.api import ScheduleController
 from app.storage import storage_lifespan
-from app.system.api import docs, health, ready
+from app.system.api import docs, health, health_head, ready
 from app.tasks.api import TaskController
 from app.transfer.api import TransferController
 from app.webhooks.api import WebhookController
@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     health,
+    health_head,
     ready,
     docs,
     BatchController,

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response, get
+from litestar import MediaType, Request, Response, get, head
 from litestar.openapi.plugins import ScalarRenderPlugin
 from sqlalchemy import text
 
@@ -56,6 +56,11 @@ readiness_checks: dict[str, Callable[[], Awaitable[None]]] = {
 @get("/health", tags=["system"], summary="Liveness")
 async def health() -> Health:
     return Health(status="ok", version=VERSION)
+
+
+@head("/health", tags=["system"], summary="Liveness, for probes that send HEAD")
+async def health_head() -> None:
+    return None
 
 
 @get("/ready", tags=["system"], summary="Readiness: database, broker and storage reachable")

@@ -80,3 +80,9 @@ async def test_docs_page_is_html(client):
     assert response.headers["content-type"].startswith("text/html")
     assert "<html" in response.text.lower()
     assert "/schema/openapi.json" in response.text or "openapi" in response.text.lower()
+
+
+async def test_health_answers_head_probes(client):
+    response = await client.head("/health")
+    assert response.status_code == 200
+    assert response.content == b""
