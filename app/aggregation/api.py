@@ -12,13 +12,13 @@ from app.aggregation.schemas import (
     AggregateAsyncRequest,
     AggregateRequest,
     AggregationSummary,
-    TaskAccepted,
 )
 from app.api_support import INVALID, NOT_FOUND, RULE, Db
 from app.errors import InputInvalid
 from app.outbox import enqueue_task
 from app.products.schemas import ProductOut
 from app.schemas import PositiveId
+from app.tasks.schemas import TaskAccepted
 
 
 def _codes(codes: list[str], key: str) -> list[str]:

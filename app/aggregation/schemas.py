@@ -39,8 +39,3 @@ class AggregationSummary(msgspec.Struct):
     aggregated: int
     failed: int
     errors: list[AggregationError]
-
-
-class TaskAccepted(msgspec.Struct):
-    task_id: str
-    status: str = "PENDING"

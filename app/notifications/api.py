@@ -6,11 +6,11 @@ from litestar import Controller, Response, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from app.aggregation.schemas import TaskAccepted
 from app.api_support import INVALID, Db
 from app.errors import InputInvalid
 from app.notifications.schemas import Notification, TestNotification
 from app.notifications.service import enqueue_notification
+from app.tasks.schemas import TaskAccepted
 
 
 class NotificationController(Controller):

@@ -8,12 +8,12 @@ from litestar import Controller, Response, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from app.aggregation.schemas import TaskAccepted
 from app.api_support import INVALID, NOT_FOUND, Db
 from app.outbox import enqueue_task
 from app.reports.schemas import ReportRequest
 from app.reports.service import ensure_batch
 from app.schemas import PositiveId
+from app.tasks.schemas import TaskAccepted
 
 
 class ReportController(Controller):

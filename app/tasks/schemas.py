@@ -22,3 +22,10 @@ class TaskOut(msgspec.Struct):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+
+
+class TaskAccepted(msgspec.Struct):
+    """The 202 answer of every endpoint that starts a background task."""
+
+    task_id: str
+    status: str = "PENDING"

@@ -13,11 +13,11 @@ from litestar.exceptions import HTTPException
 from litestar.params import Body, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
-from app.aggregation.schemas import TaskAccepted
 from app.api_support import INVALID, Db, problem
 from app.config import get_settings
 from app.errors import InputInvalid
 from app.outbox import enqueue_task
+from app.tasks.schemas import TaskAccepted
 from app.transfer.schemas import ExportRequest
 from app.transfer.service import accept_import
 
