@@ -22,7 +22,7 @@ from app.config import VERSION, get_settings
 from app.db import dispose_engine, transaction
 from app.errors import exception_handlers
 from app.logging import configure_logging
-from app.middleware import api_key_auth, request_context
+from app.middleware import api_key_auth, ensure_request_id, request_context
 from app.models import ApiKey
 from app.notifications.api import NotificationController
 from app.outbox import OutboxRelay
@@ -105,6 +105,7 @@ def create_app() -> Litestar:
         dependencies={"db": provide_session},
         exception_handlers=exception_handlers,
         middleware=[request_context, api_key_auth, cache_status_header],
+        before_send=[ensure_request_id],
         lifespan=[lifespan, storage_lifespan],
         request_max_body_size=settings.max_body_size,
         # structlog owns logging (configure_logging above); Litestar's default config would

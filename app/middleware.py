@@ -56,6 +56,16 @@ def request_context(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+async def ensure_request_id(message: Message, scope: Scope) -> None:
+    """Before-send hook: responses that never reached a route (404, 405) get an id too."""
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    if "x-request-id" not in headers:
+        sent = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        headers["X-Request-ID"] = sent[:128] or uuid.uuid4().hex
+
+
 class KeyRing:
     """Valid key hashes from API_KEYS and the api_keys table.
 

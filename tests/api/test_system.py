@@ -86,3 +86,12 @@ async def test_health_answers_head_probes(client):
     response = await client.head("/health")
     assert response.status_code == 200
     assert response.content == b""
+
+
+async def test_unrouted_responses_carry_a_request_id(client):
+    response = await client.get("/no/such/path", headers={"X-Request-ID": "trace-404"})
+    assert response.status_code == 404
+    assert response.headers["x-request-id"] == "trace-404"
+    assert response.headers["content-type"].startswith("application/problem+json")
+    generated = await client.get("/no/such/path")
+    assert len(generated.headers["x-request-id"]) == 32
