@@ -10,7 +10,6 @@ API_PORT ?= 8000
 S3_PORT ?= 9000
 Q ?= fast
 JOB ?= close_expired_batches
-RABBIT_API ?= http://guest:guest@127.0.0.1:15672/api
 
 export PYTHONUNBUFFERED := 1
 
@@ -81,8 +80,8 @@ rabbit-ui: ## enable the RabbitMQ management console and print its URL
 	@rabbitmq-plugins enable rabbitmq_management >/dev/null && echo "RabbitMQ console: http://127.0.0.1:15672 (guest/guest)"
 
 .PHONY: queues
-queues: ## depth of every queue (management API)
-	@curl -fsS "$(RABBIT_API)/queues" | $(RUN) python -c 'import json,sys; [print(f"{q[\"vhost\"]:<24} {q[\"name\"]:<24} ready={q.get(\"messages_ready\",0):<8} unacked={q.get(\"messages_unacknowledged\",0)}") for q in json.load(sys.stdin)]'
+queues: sync ## depth of every queue with its delay (.DQ) and dead-letter (.XQ) queue
+	$(RUN) python -m workers.queues
 
 .PHONY: dlq
 dlq: sync ## list dead-lettered messages
