@@ -20,6 +20,7 @@ import sys
 from app.config import get_settings
 from app.db import dispose_engine
 from app.logging import configure_logging
+from app.outbox import OutboxRelay
 from scheduler.fire import SCHEDULER_ID, fire
 from scheduler.jobs import JOBS, plan
 from scheduler.runner import serve
@@ -30,16 +31,27 @@ async def _serve() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # A relay here too, so scheduled jobs are published even while no api runs; relays in
+    # several processes share the outbox safely (SKIP LOCKED).
+    relay = OutboxRelay()
+    relaying = asyncio.create_task(relay.run(), name="outbox-relay")
     try:
         await serve(get_settings(), stop)
     finally:
+        await relay.stop()
+        relaying.cancel()
+        await asyncio.gather(relaying, return_exceptions=True)
         await dispose_engine()
 
 
 async def _run_now(job: str) -> str | None:
+    relay = OutboxRelay()
     try:
-        return await fire(job, dt.datetime.now(dt.UTC), f"manual:{SCHEDULER_ID}")
+        task_id = await fire(job, dt.datetime.now(dt.UTC), f"manual:{SCHEDULER_ID}")
+        await relay.drain()  # publish now: works whether or not an api is running
+        return task_id
     finally:
+        await relay.stop()
         await dispose_engine()
 
 
@@ -63,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "run":
         task_id = asyncio.run(_run_now(args.job))
-        print(f"{args.job}: task {task_id} enqueued (the api's outbox relay publishes it)")
+        print(f"{args.job}: task {task_id} enqueued")
         return 0
     if args.command == "list":
         _list()
