@@ -214,7 +214,9 @@ async def test_the_dashboard_follows_each_new_snapshot_in_both_processes(apis):
     await api_a.post("/api/v1/batches", json=[shift_task_en(91, "2024-05-04")])
     url = "/api/v1/analytics/dashboard"
     before = [(await until_hit(api, url)).json() for api in (api_a, api_b)]
-    assert before[0] == before[1]
+    # Same figures; each may have made its own snapshot (a write within the clock-skew
+    # allowance before a snapshot makes the other process recompute), so not generated_at.
+    assert {**before[0], "generated_at": None} == {**before[1], "generated_at": None}
     assert before[0]["summary"]["total_batches"] == 1
 
     # A write through one process: neither serves the old figures, snapshot or not.
@@ -227,4 +229,4 @@ async def test_the_dashboard_follows_each_new_snapshot_in_both_processes(apis):
         after = await api.get(url)
         assert after.headers["x-cache"] == "MISS"
         assert after.json()["summary"]["total_batches"] == 2
-        assert after.json()["generated_at"] > before[0]["generated_at"]
+        assert after.json()["generated_at"] > max(b["generated_at"] for b in before)
