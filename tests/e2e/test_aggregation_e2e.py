@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -24,6 +26,28 @@ async def _lock_product(code: str) -> asyncpg.Connection:
     await connection.execute("BEGIN")
     await connection.execute("SELECT 1 FROM products WHERE unique_code = $1 FOR UPDATE", code)
     return connection
+
+
+@asynccontextmanager
+async def held_after_first_chunk(
+    client: Any, batch_id: int, codes: list[str]
+) -> AsyncIterator[str]:
+    """Start aggregate-async of `codes`, held by a row lock once the first 5,000 committed.
+
+    Yields the task id while the worker waits in the second chunk; the lock goes on exit.
+    """
+    lock = await _lock_product(codes[7_000])
+    try:
+        response = await client.post(
+            f"/api/v1/batches/{batch_id}/aggregate-async", json={"unique_codes": codes}
+        )
+        assert response.status_code == 202, response.text
+        task_id = response.json()["task_id"]
+        await _wait_for(client, task_id, lambda b: b["progress"]["current"] >= 5_000)
+        yield task_id
+    finally:
+        await lock.execute("ROLLBACK")
+        await lock.close()
 
 
 async def _wait_for(client: Any, task_id: str, predicate: Any, timeout: float = 30.0) -> dict:
@@ -105,19 +129,9 @@ async def test_async_aggregation_into_closed_batch_is_refused_up_front(client, w
 async def test_cancel_running_aggregation(client, workers):
     batch = await create_batch(client)
     await add_codes(client, batch["id"], CODES)
-    lock = await _lock_product(CODES[7_000])
-    try:
-        task_id = (
-            await client.post(
-                f"/api/v1/batches/{batch['id']}/aggregate-async", json={"unique_codes": CODES}
-            )
-        ).json()["task_id"]
-        await _wait_for(client, task_id, lambda b: b["progress"]["current"] >= 5_000)
+    async with held_after_first_chunk(client, batch["id"], CODES) as task_id:
         cancelled = await client.post(f"/api/v1/tasks/{task_id}/cancel")
         assert cancelled.status_code == 200, cancelled.text
-    finally:
-        await lock.execute("ROLLBACK")
-        await lock.close()
     done = await wait_for_task(client, task_id)
     assert done["status"] == "CANCELLED"
     # The chunk in flight when the cancel arrived rolls back with it: only whole chunks stay.

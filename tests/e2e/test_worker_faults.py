@@ -8,7 +8,7 @@ from sqlalchemy import text
 from app.db import transaction
 from tests import support
 from tests.conftest import wait_for_task
-from tests.e2e.test_aggregation_e2e import CODES, _lock_product, _wait_for
+from tests.e2e.test_aggregation_e2e import CODES, held_after_first_chunk
 from tests.factories import add_codes, create_batch
 
 pytestmark = pytest.mark.e2e
@@ -18,18 +18,8 @@ async def test_kill_9_worker_mid_task_resumes_from_checkpoint(client):
     batch = await create_batch(client)
     await add_codes(client, batch["id"], CODES)
     doomed = support.WorkerGroup(["heavy"]).start()
-    lock = await _lock_product(CODES[7_000])
-    try:
-        task_id = (
-            await client.post(
-                f"/api/v1/batches/{batch['id']}/aggregate-async", json={"unique_codes": CODES}
-            )
-        ).json()["task_id"]
-        await _wait_for(client, task_id, lambda b: b["progress"]["current"] >= 5_000)
+    async with held_after_first_chunk(client, batch["id"], CODES) as task_id:
         doomed.kill()  # SIGKILL: no cleanup, the message is unacknowledged
-    finally:
-        await lock.execute("ROLLBACK")
-        await lock.close()
 
     survivor = support.WorkerGroup(["heavy"]).start()
     try:
