@@ -19,9 +19,10 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analytics.service import hourly_aggregations
 from app.batches.schemas import BatchListItem
 from app.batches.service import load_batches_brief
 from app.config import get_settings
@@ -59,18 +60,13 @@ async def ensure_batch(session: AsyncSession, batch_id: int) -> None:
 async def hourly_timeline(
     session: AsyncSession, batch_id: int, time_zone: str
 ) -> list[tuple[dt.datetime, int]]:
-    """Products aggregated per hour of the local clock, as aware datetimes."""
-    hour = func.date_trunc("hour", func.timezone(time_zone, Product.aggregated_at))
-    rows = (
-        await session.execute(
-            select(hour, func.count())
-            .where(Product.batch_id == batch_id, Product.aggregated_at.is_not(None))
-            .group_by(hour)
-            .order_by(hour)
-        )
-    ).all()
+    """Products aggregated per hour of the local clock, as aware local datetimes, with the
+    empty hours in between filled in (up to MAX_FILLED_HOURS)."""
     zone = ZoneInfo(time_zone)
-    counts = {naive.replace(tzinfo=zone): count for naive, count in rows}
+    counts = {
+        hour.astimezone(zone): count
+        for hour, count in await hourly_aggregations(session, batch_id, time_zone)
+    }
     if not counts:
         return []
     first, last = min(counts), max(counts)
