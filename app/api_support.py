@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import msgspec
 from litestar.di import NamedDependency
+from litestar.dto import AbstractDTO, DTOFieldDefinition
+from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.typing import FieldDefinition
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import transaction
@@ -28,3 +33,57 @@ RULE = {400: problem("A business rule forbids the operation")}
 INVALID = {422: problem("Validation failed; `errors[].loc` names the key as sent")}
 
 Db = NamedDependency[AsyncSession]
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Reference, Schema
+
+
+class TypedJsonBody(AbstractDTO[Any]):
+    """`dto=TypedJsonBody`: decode the JSON body straight into the handler's `data` type.
+
+    Litestar by default decodes a body into dicts and lists, then converts those into the
+    annotated type. For a 100,000-item array that is 100,000 dicts the cyclic garbage
+    collector scans over and over (a fifth of a bulk request's time); msgspec decoding the
+    bytes against the type builds the structs directly. Same lenient conversion, same 422s
+    (the validation handler re-decodes the body for the exact error paths), same OpenAPI.
+    """
+
+    _data_types: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def generate_field_definitions(
+        cls, model_type: type[Any]
+    ) -> Generator[DTOFieldDefinition, None, None]:
+        yield from ()  # no transfer model: the annotated type is decoded as it is
+
+    @classmethod
+    def detect_nested_field(cls, field_definition: FieldDefinition) -> bool:
+        return False
+
+    @classmethod
+    def create_for_field_definition(
+        cls, field_definition: FieldDefinition, handler_id: str, backend_cls: Any = None
+    ) -> None:
+        if field_definition.name != "data":
+            raise TypeError("TypedJsonBody decodes request bodies; set return_dto=None")
+        cls._data_types[handler_id] = field_definition.annotation
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        return schema_creator.for_field_definition(field_definition)
+
+    def decode_bytes(self, value: bytes) -> Any:
+        handler = self.asgi_connection.route_handler
+        try:
+            return msgspec.json.decode(
+                value, type=self._data_types[handler.handler_id], strict=False
+            )
+        except msgspec.ValidationError as exc:
+            raise ValidationException(
+                "Validation failed", extra=[{"message": str(exc), "key": "data", "source": "body"}]
+            ) from exc
+        except msgspec.DecodeError as exc:
+            raise ValidationException(f"JSON is malformed: {exc}") from exc

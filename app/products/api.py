@@ -8,7 +8,7 @@ from litestar import Controller, Response, get, post
 from litestar.params import Body, FromQuery, Parameter
 from litestar.status_codes import HTTP_201_CREATED
 
-from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
+from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db, TypedJsonBody
 from app.products import service
 from app.products.schemas import MAX_BULK_PRODUCTS, BulkProductsResult, ProductInput, ProductOut
 from app.schemas import Limit, Offset, Page, TextFilter
@@ -28,6 +28,8 @@ class ProductController(Controller):
         ),
         status_code=HTTP_201_CREATED,
         responses={**NOT_FOUND, **CONFLICT, **INVALID},
+        dto=TypedJsonBody,
+        return_dto=None,
     )
     async def add_products(
         self,

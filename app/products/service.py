@@ -29,7 +29,6 @@ BatchRef = int | tuple[int, dt.date]
 class ResolvedProduct(msgspec.Struct, gc=False):
     unique_code: str
     batch: BatchRef
-    loc: Loc
 
 
 def resolve_product(item: ProductInput, loc: Loc) -> ResolvedProduct:
@@ -47,7 +46,7 @@ def resolve_product(item: ProductInput, loc: Loc) -> ResolvedProduct:
         and code.strip() == code
         and code
     ):
-        return ResolvedProduct(code, item.batch_id, loc)
+        return ResolvedProduct(code, item.batch_id)
     values: dict[str, Any] = {}
     keys: dict[str, str] = {}
     for field, names in PRODUCT_KEYS.items():
@@ -69,7 +68,7 @@ def resolve_product(item: ProductInput, loc: Loc) -> ResolvedProduct:
             raise InputInvalid.at(
                 [*loc, extra], "send either batch_id or batch_number + batch_date"
             )
-        return ResolvedProduct(code, values["batch_id"], loc)
+        return ResolvedProduct(code, values["batch_id"])
     absent = [f for f in ("batch_number", "batch_date") if f not in values]
     if len(absent) == 2:
         raise InputInvalid.at(
@@ -79,7 +78,7 @@ def resolve_product(item: ProductInput, loc: Loc) -> ResolvedProduct:
         )
     if absent:
         raise InputInvalid.at(missing(absent[0]), "required with the other batch key", "missing")
-    return ResolvedProduct(code, (values["batch_number"], values["batch_date"]), loc)
+    return ResolvedProduct(code, (values["batch_number"], values["batch_date"]))
 
 
 def describe(ref: BatchRef) -> str:
@@ -171,25 +170,34 @@ async def add_products_bulk(
             continue
         codes.append(item.unique_code)
         targets.append(batch_id)
-    inserted: set[str] = set()
+    created = 0
     if codes:
         # The driver directly, inside the session's transaction: for 100,000 rows the ORM's
-        # parameter and result processing costs as much as PostgreSQL's insert itself.
+        # parameter processing costs as much as PostgreSQL's insert itself. Only the codes
+        # that were not inserted come back, and only when there are some: returning all
+        # 100,000 would mean 100,000 result records for the garbage collector.
         driver = (await (await session.connection()).get_raw_connection()).driver_connection
         assert driver is not None
-        rows = await driver.fetch(
+        row = await driver.fetchrow(
             """
-            INSERT INTO products (unique_code, batch_id)
-            SELECT * FROM unnest($1::varchar[], $2::int[])
-            ON CONFLICT (unique_code) DO NOTHING
-            RETURNING unique_code
+            WITH inserted AS (
+                INSERT INTO products (unique_code, batch_id)
+                SELECT * FROM unnest($1::varchar[], $2::int[])
+                ON CONFLICT (unique_code) DO NOTHING
+                RETURNING unique_code
+            ), created AS (SELECT count(*) AS n FROM inserted)
+            SELECT n, CASE WHEN n = cardinality($1::varchar[]) THEN '{}'::varchar[] ELSE
+                ARRAY(SELECT unnest($1::varchar[]) EXCEPT SELECT unique_code FROM inserted) END
+            FROM created
             """,
             codes,
             targets,
         )
-        inserted = {row[0] for row in rows}
-    skipped.extend(SkippedProduct(code, "already exists") for code in codes if code not in inserted)
-    return BulkProductsResult(created=len(inserted), skipped=skipped)
+        assert row is not None
+        created, existing = row[0], set(row[1])
+        if existing:
+            skipped.extend(SkippedProduct(c, "already exists") for c in codes if c in existing)
+    return BulkProductsResult(created=created, skipped=skipped)
 
 
 async def list_products(
