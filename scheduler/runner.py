@@ -21,6 +21,7 @@ from scheduler.leader import CONNECTION_ERRORS, Leadership
 log = structlog.get_logger("scheduler")
 
 LEADER_PING_SECONDS = 5.0
+MAX_FIRES_IN_FLIGHT = 32  # per job; far above grace / interval for every scheduled job
 
 
 class _Fire:
@@ -62,9 +63,11 @@ def build_scheduler(settings: Settings, jobs: list[PlannedJob]) -> AsyncIOSchedu
     scheduler = AsyncIOScheduler(
         timezone=settings.tz,
         executors={"default": FireTimeExecutor()},
-        # coalesce: several due fires run once (the latest); max_instances: a slow fire is
-        # never overlapped by the next one of the same job.
-        job_defaults={"coalesce": True, "max_instances": 1},
+        # coalesce: several due fires run once (the latest). Fires of one job may overlap
+        # (a catch-up still committing when the next comes due, a fire retrying an absent
+        # database): each has its own (job, fire_time) key, and APScheduler would drop, not
+        # delay, a fire over max_instances.
+        job_defaults={"coalesce": True, "max_instances": MAX_FIRES_IN_FLIGHT},
     )
     now = dt.datetime.now(dt.UTC)
     for planned in jobs:

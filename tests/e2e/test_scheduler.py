@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from app.analytics.service import CLOCK_SKEW
 from app.db import transaction
 from scheduler.jobs import SCHEDULE
 from scheduler.leader import APPLICATION_PREFIX, LEADER_LOCK_KEY
@@ -145,6 +146,24 @@ async def run_count_at_least(n: int) -> Callable[[], Awaitable[list[Any] | None]
     return check
 
 
+async def round_complete(fire_time: dt.datetime) -> None:
+    """Wait until every job has been fired for `fire_time`.
+
+    The tests kill a scheduler between rounds: one killed mid-round leaves the other jobs'
+    fire of that time to the next leader, which coalesces it away if it only leads after
+    the following fire is due (by design: several missed fires run once, the latest).
+    """
+
+    async def check() -> bool:
+        rows = await query(
+            "SELECT count(*) FROM scheduler_runs WHERE fire_time = :t AND task_id IS NOT NULL",
+            t=fire_time,
+        )
+        return bool(rows[0][0] == len(JOB_NAMES))
+
+    await eventually(check)
+
+
 async def assert_each_fire_enqueued_once(every_s: int) -> dict[str, list[dt.datetime]]:
     """Every job: cron-aligned fire times, one step apart (none skipped), one task each."""
     fires: dict[str, list[dt.datetime]] = {}
@@ -187,8 +206,11 @@ async def test_two_replicas_fire_once_and_survive_the_leader_being_killed(client
     watched = next(item for item in schedule["items"] if item["name"] == WATCHED)
     assert watched["last_run"]["scheduler_id"] == leader_id
 
-    # Kill the leader mid-schedule; the follower takes the lock and carries on.
+    # Kill the leader between two rounds; the follower takes the lock and carries on.
     old, new = (first, second) if leader_id == first.id else (second, first)
+    before = len(await runs())
+    latest = (await eventually(await run_count_at_least(before + 1)))[-1]
+    await round_complete(latest.fire_time)
     before = len(await runs())
     old.kill()
     assert await eventually(leader_is(new.id)) == new.id
@@ -206,8 +228,9 @@ async def test_a_restarted_scheduler_neither_repeats_nor_skips_a_due_fire(schedu
     scheduler = SchedulerProcess(every).start()
     schedulers.append(scheduler)
     (f1, *_), *_ = await eventually(await run_count_at_least(1))
+    await round_complete(f1)
 
-    # Killed right after a fire and back at once: f1 is due again for the new process
+    # Killed right after a round and back at once: f1 is due again for the new process
     # (inside the grace) but already recorded, so it is not enqueued a second time.
     scheduler.kill()
     again = SchedulerProcess(every).start()
@@ -218,6 +241,7 @@ async def test_a_restarted_scheduler_neither_repeats_nor_skips_a_due_fire(schedu
     assert second_run.scheduler_id == again.id
 
     # Killed again, and down while the next fire comes due: caught up once, late.
+    await round_complete(second_run.fire_time)
     again.kill()
     missed = second_run.fire_time + dt.timedelta(seconds=every)
     await asyncio.sleep(max(0.0, (missed - dt.datetime.now(dt.UTC)).total_seconds()) + 0.7)
@@ -298,6 +322,8 @@ async def test_scheduler_run_closes_expired_batches(client, workers):
 
 async def test_scheduler_run_refreshes_statistics(client, workers):
     await create_batches(client, [shift_task_en(5, "2024-06-01")])
+    # A snapshot taken within CLOCK_SKEW of a write is not trusted to include it.
+    await asyncio.sleep(CLOCK_SKEW.total_seconds() + 0.2)
     task = await wait_for_task(client, scheduler_run("refresh_statistics"))
     assert task["status"] == "SUCCESS", task
     assert task["result"]["total_batches"] == 1
