@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar.di import NamedDependency
@@ -49,8 +49,6 @@ class TypedJsonBody(AbstractDTO[Any]):
     (the validation handler re-decodes the body for the exact error paths), same OpenAPI.
     """
 
-    _data_types: ClassVar[dict[str, Any]] = {}
-
     @classmethod
     def generate_field_definitions(
         cls, model_type: type[Any]
@@ -65,9 +63,9 @@ class TypedJsonBody(AbstractDTO[Any]):
     def create_for_field_definition(
         cls, field_definition: FieldDefinition, handler_id: str, backend_cls: Any = None
     ) -> None:
+        # Nothing to build: decode_bytes reads the type from the handler's `data` field.
         if field_definition.name != "data":
             raise TypeError("TypedJsonBody decodes request bodies; set return_dto=None")
-        cls._data_types[handler_id] = field_definition.annotation
 
     @classmethod
     def create_openapi_schema(
@@ -76,11 +74,10 @@ class TypedJsonBody(AbstractDTO[Any]):
         return schema_creator.for_field_definition(field_definition)
 
     def decode_bytes(self, value: bytes) -> Any:
-        handler = self.asgi_connection.route_handler
+        data_field = self.asgi_connection.route_handler.parsed_data_field
+        assert data_field is not None  # Litestar uses a data DTO only for handlers with `data`
         try:
-            return msgspec.json.decode(
-                value, type=self._data_types[handler.handler_id], strict=False
-            )
+            return msgspec.json.decode(value, type=data_field.annotation, strict=False)
         except msgspec.ValidationError as exc:
             raise ValidationException(
                 "Validation failed", extra=[{"message": str(exc), "key": "data", "source": "body"}]

@@ -158,7 +158,7 @@ def body_errors(route_request: Request[Any, Any, Any]) -> list[FieldError] | Non
     handler = route_request.scope.get("route_handler")
     if handler is None:
         return None
-    data_field = handler.parsed_fn_signature.parameters.get("data")
+    data_field = handler.parsed_data_field
     body = ScopeState.from_scope(route_request.scope).body
     if data_field is None or not isinstance(body, bytes | bytearray):
         return None
