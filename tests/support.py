@@ -48,13 +48,13 @@ def test_environment() -> dict[str, str]:
     }
 
 
-async def _recreate_database() -> None:
+async def _recreate_database(name: str) -> None:
     admin = await asyncpg.connect(
         _with_path(BASE_DATABASE_URL, "/postgres").replace("postgresql+asyncpg://", "postgresql://")
     )
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{TEST_DATABASE}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
 
@@ -84,29 +84,48 @@ def local_s3_environment() -> dict[str, str]:
     }
 
 
-def prepare_database() -> None:
+def prepare_database(name: str = TEST_DATABASE) -> None:
+    """Drop and re-create the database `name`, migrated to the latest schema."""
     from alembic import command
     from alembic.config import Config
 
-    asyncio.run(_recreate_database())
+    asyncio.run(_recreate_database(name))
     config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = TEST_DATABASE_URL
+    config.attributes["database_url"] = _with_path(BASE_DATABASE_URL, "/" + name)
     command.upgrade(config, "heads")
 
 
-def prepare_vhost() -> None:
+def prepare_vhost(name: str = TEST_VHOST) -> None:
     """A fresh vhost (no stale queues from an earlier run); needs rabbitmqctl on this machine."""
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
         raise RuntimeError("rabbitmqctl not found: the tests create their own RabbitMQ vhost")
     user = urlsplit(BASE_RABBITMQ_URL).username or "guest"
-    subprocess.run([ctl, "-q", "delete_vhost", TEST_VHOST], capture_output=True, check=False)
-    subprocess.run([ctl, "-q", "add_vhost", TEST_VHOST], capture_output=True, check=True)
+    subprocess.run([ctl, "-q", "delete_vhost", name], capture_output=True, check=False)
+    subprocess.run([ctl, "-q", "add_vhost", name], capture_output=True, check=True)
     subprocess.run(
-        [ctl, "-q", "set_permissions", "-p", TEST_VHOST, user, ".*", ".*", ".*"],
+        [ctl, "-q", "set_permissions", "-p", name, user, ".*", ".*", ".*"],
         capture_output=True,
         check=True,
     )
+
+
+def isolated_environment(suffix: str) -> dict[str, str]:
+    """A fresh database and vhost of their own, for processes that must not share state with
+    the in-process app of the test run (its outbox relay would do their work and hide a
+    process that does not)."""
+    database, vhost = f"{TEST_DATABASE}_{suffix}", f"{TEST_VHOST}_{suffix}"
+    prepare_database(database)
+    prepare_vhost(vhost)
+    return {
+        **test_environment(),
+        "DATABASE_URL": _with_path(BASE_DATABASE_URL, "/" + database),
+        "RABBITMQ_URL": _with_path(BASE_RABBITMQ_URL, "/" + quote(vhost, safe="")),
+    }
+
+
+def asyncpg_url(environment: dict[str, str]) -> str:
+    return environment["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
 
 
 def _die_with_parent() -> None:

@@ -16,6 +16,7 @@ import time
 
 from app.config import get_settings
 from app.tasks.kinds import QUEUES
+from app.wiring import ACTOR_MODULES
 
 
 def command_for(queue: str) -> list[str]:
@@ -26,7 +27,7 @@ def command_for(queue: str) -> list[str]:
         "-m",
         "dramatiq",
         "workers.broker:broker",
-        "workers.actors",
+        *ACTOR_MODULES,
         "--queues",
         queue,
         "--processes",
