@@ -77,6 +77,10 @@ fmt: sync ## format and autofix
 bench: sync ## benchmarks; figures printed and written to bench/results.json
 	$(RUN) python -m bench
 
+.PHONY: chaos
+chaos: sync ## fault run of the whole stack (3 min); flags: make chaos ARGS="--duration 60 --seed 7"
+	$(RUN) python -m chaos $(ARGS)
+
 .PHONY: rabbit-ui
 rabbit-ui: ## enable the RabbitMQ management console and print its URL
 	@rabbitmq-plugins enable rabbitmq_management >/dev/null && echo "RabbitMQ console: http://127.0.0.1:15672 (guest/guest)"
