@@ -8,6 +8,7 @@ own (re-created on start), a local S3 (moto's server) and the webhook receiver.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -166,11 +167,15 @@ class Supervised:
         """SIGTERM supervisord (what Ctrl-C does); its exit code."""
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
+        everything = descendants(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            # Programs run in process groups of their own: kill each, or they outlive the run.
+            for pid in [self.process.pid, *everything, *descendants(self.process.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             return self.process.wait()
 
     def sigkills(self) -> list[str]:
