@@ -81,6 +81,20 @@ async def test_killed_worker_process_restarts_its_program_only(
     assert done["result"]["aggregated"] == CODES_PER_BATCH
 
 
+async def test_killed_worker_master_takes_its_worker_processes_along(
+    stack: support.Stack, api: httpx.AsyncClient
+) -> None:
+    master = stack.pid("workers:fast")
+    orphans = support.child_pids(master)
+    assert orphans
+    os.kill(master, signal.SIGKILL)
+    stack.wait_restarted("workers:fast", old_pid=master)
+    # The kernel SIGTERMs them (PR_SET_PDEATHSIG): they stop instead of consuming on beside
+    # the new master's.
+    support.wait_until(lambda: not any(support.is_alive(pid) for pid in orphans), timeout=30)
+    assert support.child_pids(stack.pid("workers:fast"))
+
+
 async def test_killed_api_is_restarted(stack: support.Stack, api: httpx.AsyncClient) -> None:
     scheduler = stack.pid("scheduler")
     old_api = stack.pid("api")
