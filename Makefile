@@ -5,8 +5,6 @@ SHELL := /bin/bash
 # Resolved at use, so a uv installed by the `uv` target a moment earlier is found.
 UV = $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
 RUN = $(UV) run --frozen
-API_HOST ?= 127.0.0.1
-API_PORT ?= 8000
 S3_PORT ?= 9000
 Q ?= fast
 P ?= all
