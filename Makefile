@@ -50,7 +50,7 @@ ps: ## the processes of `make run` with their state, pid and uptime
 	@$(CTL) status
 
 .PHONY: restart
-restart: ## restart processes of `make run`: make restart P=api (or P="worker-fast worker-heavy", P=all)
+restart: ## restart processes of `make run`: make restart P=api (or P=workers:heavy, P='workers:*', P=all)
 	$(CTL) restart $(P)
 
 .PHONY: stop
