@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # waits longer than these before it would SIGKILL (ops/supervise.py).
     worker_shutdown_timeout: int = 20
     api_shutdown_timeout: int = 10
+    # `make run` replicas (ops/supervise.py): api N listens on API_PORT + N - 1.
+    api_replicas: int = 1
+    scheduler_replicas: int = 1
     presign_ttl: int = 7 * 24 * 3600
     file_retention_days: int = 30
     # Import upload limits: bytes on the wire, data rows, and what an xlsx (a zip) may expand to.

@@ -20,8 +20,10 @@ from typing import Any
 import asyncpg
 import httpx
 
-from chaos.stack import ROOT, WORKER_QUEUES, Supervised, free_port
+from chaos import stack as processes
+from chaos.stack import API_PROGRAMS, SCHEDULER_PROGRAMS, WORKER_QUEUES
 from chaos.workload import FINAL, Client, Ledger, Workload
+from tests import support
 
 # The schedule fires every job every SCHEDULE_EVERY seconds during the run, so that
 # scheduler failover and exactly-once fires are exercised within minutes.
@@ -48,24 +50,18 @@ class Faults:
     api_down: list[tuple[float, float]] = field(default_factory=list)  # (killed, healthy)
     worker_recovery_s: list[float] = field(default_factory=list)
     broker_drain_s: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (unix time, fault)
     notes: list[str] = field(default_factory=list)
 
 
-def environment(run_dir: Path) -> dict[str, str]:
-    """The stack's own database, vhost and S3, re-created for this run."""
-    # Never the test suite's or a developer's: CHAOS_* names, read by tests.support on import.
-    os.environ["TEST_DATABASE_NAME"] = os.environ.get(
-        "CHAOS_DATABASE_NAME", "production_control_chaos"
-    )
-    os.environ["TEST_RABBITMQ_VHOST"] = os.environ.get(
-        "CHAOS_RABBITMQ_VHOST", "production_control_chaos"
-    )
-    from tests import support
-
-    support.prepare_database()
-    support.prepare_vhost()
+def environment() -> dict[str, str]:
+    """The stack's own database, vhost and S3, re-created for this run: CHAOS_* names, never
+    the test suite's or a developer's."""
     return {
-        **support.test_environment(),
+        **support.fresh_environment(
+            os.environ.get("CHAOS_DATABASE_NAME", "production_control_chaos"),
+            os.environ.get("CHAOS_RABBITMQ_VHOST", "production_control_chaos"),
+        ),
         **support.local_s3_environment(),
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "json",
@@ -74,7 +70,6 @@ def environment(run_dir: Path) -> dict[str, str]:
         "SCHEDULER_LEADER_RETRY": "0.5",
         "WEBHOOK_RETRY_BASE_SECONDS": "1",
         "WEBHOOK_RETRY_MAX_SECONDS": "10",
-        "CHAOS_RUN_DIR": str(run_dir),
     }
 
 
@@ -87,11 +82,13 @@ FAULTS = (
     "flaky_receiver",
 )
 
+EXCLUSIVE_FAULTS = ("kill_worker_mid_task", "restart_broker")
+
 
 class FaultInjector:
     def __init__(
         self,
-        stack: Supervised,
+        stack: support.Stack,
         workload: Workload,
         receiver: Any,
         database_url: str,
@@ -105,25 +102,38 @@ class FaultInjector:
         self.faults = faults
         self.rng = rng
         self.broker_down = False
+        self.exclusive = asyncio.Lock()
 
     async def run(self, kinds: tuple[str, ...], every: float, until: float) -> None:
-        """Inject `kinds` in a shuffled round, round after round, one every `every` seconds."""
+        """Inject `kinds` in shuffled rounds, one every `every` seconds. A fault's follow-up
+        (waiting for a restart, timing a recovery) does not hold back the next fault, except
+        that the two whose figures a concurrent broker outage would distort never overlap."""
         order: list[str] = []
+        running: list[asyncio.Task[None]] = []
         await asyncio.sleep(min(every, 3.0))
         while time.monotonic() + 2 < until:
             if not order:
                 order = self.rng.sample(kinds, len(kinds))
-            kind = order.pop()
-            try:
-                await getattr(self, kind)()
-                self.faults.injected[kind] += 1
-            except Exception as exc:  # a fault that could not be injected is reported, not fatal
-                self.faults.notes.append(f"{kind} not injected: {exc!r}")
+            running.append(asyncio.create_task(self._inject(order.pop())))
             await asyncio.sleep(every)
+        await asyncio.gather(*running)
+
+    async def _inject(self, kind: str) -> None:
+        started = time.time()
+        try:
+            if kind in EXCLUSIVE_FAULTS:
+                async with self.exclusive:
+                    await getattr(self, kind)()
+            else:
+                await getattr(self, kind)()
+            self.faults.injected[kind] += 1
+            self.faults.timeline.append((round(started, 2), kind))
+        except Exception as exc:  # a fault that could not be injected is reported, not fatal
+            self.faults.notes.append(f"{kind} not injected: {exc!r}")
 
     async def kill_worker(self) -> None:
         queue = self.rng.choice(WORKER_QUEUES)
-        if self.stack.kill_worker_child(queue, self.rng.choice) is None:
+        if processes.kill_worker_process(self.stack, queue, self.rng.choice) is None:
             raise RuntimeError(f"no worker process of {queue}")
 
     async def kill_worker_mid_task(self) -> None:
@@ -146,7 +156,7 @@ class FaultInjector:
             if task_id is None:
                 raise RuntimeError("probe task not accepted")
             attempts = await self._wait_for_attempt(connection, task_id, after=0, held=True)
-            self.stack.kill_worker_child("heavy", self.rng.choice)
+            processes.kill_worker_process(self.stack, "heavy", self.rng.choice)
             killed = time.monotonic()
             await self._wait_for_attempt(connection, task_id, after=attempts, held=False)
             self.faults.worker_recovery_s.append(round(time.monotonic() - killed, 2))
@@ -175,9 +185,9 @@ class FaultInjector:
         raise RuntimeError(f"task {task_id} was not (re)started in 120 s")
 
     async def kill_api(self) -> None:
-        program = self.rng.choice([f"api-{n}" for n in range(1, len(self.stack.api_urls) + 1)])
-        url = self.stack.api_urls[int(program.rsplit("-", 1)[1]) - 1]
-        self.stack.kill_program(program)
+        replica = self.rng.randrange(len(API_PROGRAMS))
+        url = self.stack.api_urls[replica]
+        processes.kill_program(self.stack, API_PROGRAMS[replica])
         killed = time.time()
         async with httpx.AsyncClient(timeout=1) as http:
             for _ in range(600):
@@ -194,7 +204,7 @@ class FaultInjector:
         if not leader:
             raise RuntimeError("no scheduler leader")
         pid = int(leader.rsplit(":", 1)[1])
-        mine = {self.stack.pid(f"scheduler-{n}") for n in (1, 2)}
+        mine = {self.stack.pid(program) for program in SCHEDULER_PROGRAMS}
         if pid not in mine:  # only ever a process of this stack
             raise RuntimeError(f"leader {leader} is not one of this run's schedulers")
         os.kill(pid, signal.SIGKILL)
@@ -383,6 +393,7 @@ async def check(database_url: str, ledger: Ledger, faults: Faults, receiver: Any
         "faults_injected": sum(faults.injected.values()),
         "faults": dict(faults.injected),
         "faults_not_injected": faults.notes,
+        "fault_timeline": faults.timeline,
         "tasks_accepted": len(ledger.tasks),
         "tasks_lost": len(not_final),
         "tasks_failed": len(failed),
@@ -403,15 +414,15 @@ async def check(database_url: str, ledger: Ledger, faults: Faults, receiver: Any
 async def fault_run(options: Options) -> dict[str, Any]:
     from tests.webhook_receiver import Receiver
 
-    env = await asyncio.to_thread(environment, options.run_dir)
+    env = await asyncio.to_thread(environment)
     database_url = env["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
     rng = random.Random(options.seed)
     receiver = Receiver().start()
-    stack = Supervised(options.run_dir, env, [free_port(), free_port()])
     ledger, faults = Ledger(), Faults()
+    stack: support.Stack | None = None
     injector: FaultInjector | None = None
     try:
-        await asyncio.to_thread(stack.start)
+        stack = await asyncio.to_thread(processes.start, env, options.run_dir)
         workload = Workload(stack.api_urls, ledger, options.seed)
         setup = Client(stack.api_urls, ledger, rng)
         await workload.subscribe(setup, receiver.url("/all"))
@@ -429,15 +440,23 @@ async def fault_run(options: Options) -> dict[str, Any]:
         report = await check(database_url, ledger, faults, receiver)
         report["settled_in_s"] = settled_in
     finally:
-        if injector is None or injector.broker_down:
+        if injector is not None and injector.broker_down:
             await asyncio.to_thread(rabbitmqctl, "start_app")
-        exit_code = await asyncio.to_thread(stack.stop)
+        exit_code: int | str | None = None
+        if stack is not None:
+            try:
+                exit_code = await asyncio.to_thread(stack.stop)
+            except subprocess.TimeoutExpired:
+                exit_code = "did not stop in time (every process killed)"
         receiver.stop()
-    sigkills = stack.sigkills()
+    assert stack is not None
+    sigkills = processes.sigkills(stack)
     report["supervisor_sigkills"] = len(sigkills)
     report["supervisor_exit_code"] = exit_code
     if sigkills:
         report["violations"].append(f"supervisord SIGKILLed on stop: {sigkills[0]}")
+    if exit_code != 0:
+        report["violations"].append(f"supervisord stop: exit code {exit_code}")
     report["seed"] = options.seed
     report["duration_s"] = options.duration
     report["logs"] = str(options.run_dir)
@@ -454,6 +473,6 @@ async def _subscribe_later(
 
 def default_run_dir() -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = ROOT / ".run" / "chaos" / stamp
+    path = support.ROOT / ".run" / "chaos" / stamp
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -7,11 +7,15 @@ Prepares what ops/supervisord.conf reads from the environment, then becomes supe
 * PC_EXTRA_PROGRAMS: `local-s3.conf` (moto on 127.0.0.1:S3_PORT) unless S3_ENDPOINT_URL is
   configured (environment or .env), so an external S3 means no s3 program at all;
 * PC_API_STOPWAITSECS / PC_WORKER_STOPWAITSECS: how long supervisord waits for a stopping
-  program before SIGKILL, always longer than the program's own shutdown grace.
+  program before SIGKILL, always longer than the program's own shutdown grace;
+* API_REPLICAS / SCHEDULER_REPLICAS > 1: programs `api-2`, `scheduler-2`, ... written to
+  PC_RUN_DIR/replicas.conf as copies of `api` and `scheduler` (api N on API_PORT + N - 1),
+  so every replica is run and stopped by the same rules.
 """
 
 from __future__ import annotations
 
+import configparser
 import os
 import sys
 from pathlib import Path
@@ -26,6 +30,26 @@ CONFIG = ROOT / "ops" / "supervisord.conf"
 STOP_MARGIN_SECONDS = 10
 
 
+def replica_programs(api_replicas: int, scheduler_replicas: int, api_port: int) -> str:
+    """[program:api-N] / [program:scheduler-N] sections copied from supervisord.conf."""
+    committed = configparser.RawConfigParser()
+    committed.read(CONFIG)
+    copies = configparser.RawConfigParser()
+    for program, count in (("api", api_replicas), ("scheduler", scheduler_replicas)):
+        for number in range(2, count + 1):
+            section = f"program:{program}-{number}"
+            copies[section] = dict(committed[f"program:{program}"])
+            copies[section]["directory"] = str(ROOT)  # `%(here)s` is the including file's dir
+            if program == "api":
+                copies[section]["environment"] = f'API_PORT="{api_port + number - 1}"'
+    lines: list[str] = []
+    for section in copies.sections():
+        lines.append(f"[{section}]")
+        lines += [f"{key}={value}" for key, value in copies[section].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def supervisor_environment(environ: dict[str, str]) -> dict[str, str]:
     """The environment supervisord (and through it every program) starts with."""
     env = dict(environ)
@@ -34,17 +58,26 @@ def supervisor_environment(environ: dict[str, str]) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("PC_RUN_DIR", str(ROOT / ".run"))
 
+    extra_programs = []
     configured_s3 = env.get("S3_ENDPOINT_URL") or dotenv_values(ROOT / ".env").get(
         "S3_ENDPOINT_URL"
     )
-    if configured_s3:
-        env["PC_EXTRA_PROGRAMS"] = ""
-    else:
+    if not configured_s3:
         env.setdefault("S3_PORT", "9000")
         env["S3_ENDPOINT_URL"] = f"http://127.0.0.1:{env['S3_PORT']}"
-        env["PC_EXTRA_PROGRAMS"] = "local-s3.conf"
+        extra_programs.append(str(CONFIG.parent / "local-s3.conf"))
 
     settings = get_settings()
+    if settings.api_replicas < 1 or settings.scheduler_replicas < 1:
+        raise SystemExit("API_REPLICAS and SCHEDULER_REPLICAS must be at least 1")
+    if settings.api_replicas > 1 or settings.scheduler_replicas > 1:
+        replicas = Path(env["PC_RUN_DIR"]) / "replicas.conf"
+        replicas.parent.mkdir(parents=True, exist_ok=True)
+        replicas.write_text(
+            replica_programs(settings.api_replicas, settings.scheduler_replicas, settings.api_port)
+        )
+        extra_programs.append(str(replicas))
+    env["PC_EXTRA_PROGRAMS"] = " ".join(extra_programs)
     env["PC_API_STOPWAITSECS"] = str(settings.api_shutdown_timeout + STOP_MARGIN_SECONDS)
     env["PC_WORKER_STOPWAITSECS"] = str(settings.worker_shutdown_timeout + STOP_MARGIN_SECONDS)
     return env
@@ -55,11 +88,9 @@ def main() -> None:
     env = supervisor_environment(dict(os.environ))
     Path(env["PC_RUN_DIR"]).mkdir(parents=True, exist_ok=True)
     settings = get_settings()
-    print(
-        f"Docs: http://{settings.api_host}:{settings.api_port}/docs  "
-        "(processes: make ps, make restart P=<name>)",
-        flush=True,
-    )
+    for number in range(settings.api_replicas):
+        print(f"Docs: http://{settings.api_host}:{settings.api_port + number}/docs", flush=True)
+    print("Processes: make ps, make restart P=<name>", flush=True)
     supervisord = str(Path(sys.executable).parent / "supervisord")
     os.execve(supervisord, [supervisord, "--nodaemon", "--configuration", str(CONFIG)], env)
 

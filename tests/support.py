@@ -123,7 +123,11 @@ def isolated_environment(suffix: str) -> dict[str, str]:
     """A fresh database and vhost of their own, for processes that must not share state with
     the in-process app of the test run (its outbox relay would do their work and hide a
     process that does not)."""
-    database, vhost = f"{TEST_DATABASE}_{suffix}", f"{TEST_VHOST}_{suffix}"
+    return fresh_environment(f"{TEST_DATABASE}_{suffix}", f"{TEST_VHOST}_{suffix}")
+
+
+def fresh_environment(database: str, vhost: str) -> dict[str, str]:
+    """The test settings on the database and vhost named, both (re-)created empty."""
     prepare_database(database)
     prepare_vhost(vhost)
     return {
@@ -221,13 +225,15 @@ class Stack:
     supervisord's output (its own log and every program's) goes to `log_path`.
     """
 
-    PROGRAMS = ("api", "scheduler", "workers:fast", "workers:heavy", "workers:webhooks")
-
-    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
-        self.run_dir = Path(tempfile.mkdtemp(prefix="pc-stack-"))
+    def __init__(
+        self, extra_env: dict[str, str] | None = None, run_dir: Path | None = None
+    ) -> None:
+        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="pc-stack-"))
         self.log_path = self.run_dir / "supervisord.log"
         self.api_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
+        replicas = int((extra_env or {}).get("API_REPLICAS", "1"))
+        self.api_urls = [f"http://127.0.0.1:{self.api_port + n}" for n in range(replicas)]
         self.env = {
             **os.environ,
             **test_environment(),
@@ -257,7 +263,7 @@ class Stack:
                 preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout
-        while not (self.healthy() and self.all_running()):
+        while not (all(self.healthy(url) for url in self.api_urls) and self.all_running()):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the stack did not come up:\n{self.log()[-4000:]}")
             time.sleep(0.3)
@@ -271,9 +277,9 @@ class Stack:
                 raise AssertionError(f"/health does not answer:\n{self.log()[-4000:]}")
             time.sleep(0.2)
 
-    def healthy(self) -> bool:
+    def healthy(self, url: str | None = None) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
+            with urllib.request.urlopen(f"{url or self.base_url}/health", timeout=2) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
@@ -286,11 +292,17 @@ class Stack:
     def pid(self, program: str) -> int:
         return int(self.info(program)["pid"])
 
+    def programs(self) -> list[str]:
+        """Every program supervisord runs, as `group:name` (`api:api`, `workers:heavy`)."""
+        infos = self.rpc.supervisor.getAllProcessInfo()
+        return [f"{info['group']}:{info['name']}" for info in infos]
+
     def all_running(self) -> bool:
         try:
-            return all(self.info(p)["statename"] == "RUNNING" for p in self.PROGRAMS)
+            infos = self.rpc.supervisor.getAllProcessInfo()
         except OSError:  # the socket is not there yet
             return False
+        return bool(infos) and all(info["statename"] == "RUNNING" for info in infos)
 
     def wait_restarted(self, program: str, old_pid: int, timeout: float = 30.0) -> int:
         """Wait until `program` runs again under a new pid; returns that pid."""
@@ -325,9 +337,10 @@ class Stack:
     def _kill_everything(self) -> None:
         """Test clean-up after a failed stop: the programs lead process groups of their own."""
         assert self.process is not None
-        for program in self.PROGRAMS:
-            with contextlib.suppress(OSError, xmlrpc.client.Fault):
-                os.killpg(self.pid(program), signal.SIGKILL)
+        with contextlib.suppress(OSError, xmlrpc.client.Fault):
+            for program in self.programs():
+                with contextlib.suppress(OSError, xmlrpc.client.Fault):
+                    os.killpg(self.pid(program), signal.SIGKILL)
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 

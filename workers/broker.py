@@ -18,10 +18,14 @@ from app.logging import configure_logging
 from app.tasks.kinds import MAX_PRIORITY, QUEUES
 
 PR_SET_PDEATHSIG = 1
+# The kernel's signal when the master dies. Not SIGTERM itself: a dramatiq worker process
+# takes a second SIGTERM as "abandon the messages and exit", and both the kernel and the
+# check below may fire for one death; this signal's handler sends the one SIGTERM.
+MASTER_DIED = signal.SIGUSR2
 
 
 def _stop_with_master() -> None:
-    """Have the kernel SIGTERM this worker process when dramatiq's master process dies.
+    """SIGTERM this worker process, once, when dramatiq's master process dies.
 
     Otherwise a master killed outright (kill -9, the OOM killer) leaves its worker processes
     consuming beside the new master the supervisor starts. SIGTERM is a graceful stop: the
@@ -30,9 +34,18 @@ def _stop_with_master() -> None:
     master = multiprocessing.parent_process()
     if master is None or not sys.platform.startswith("linux"):
         return
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != master.pid:  # it died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    stopping = False
+
+    def stop_once(*_: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(MASTER_DIED, stop_once)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, MASTER_DIED)
+    if os.getppid() != master.pid:  # it died before the request took effect (or just after)
+        stop_once()
 
 
 class WorkerSetup(Middleware):

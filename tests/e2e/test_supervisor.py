@@ -61,7 +61,7 @@ def assert_clean_stop(log: str) -> None:
 async def test_killed_worker_process_restarts_its_program_only(
     stack: support.Stack, api: httpx.AsyncClient
 ) -> None:
-    before = {program: stack.pid(program) for program in stack.PROGRAMS}
+    before = {program: stack.pid(program) for program in stack.programs()}
     heavy = before["workers:heavy"]
     worker_processes = support.child_pids(heavy)
     assert worker_processes, "dramatiq's master has no worker process"
@@ -72,7 +72,7 @@ async def test_killed_worker_process_restarts_its_program_only(
 
     # ... and the supervisor restarts that program alone.
     assert "exited: heavy (exit status 1; not expected)" in stack.log()
-    after = {program: stack.pid(program) for program in stack.PROGRAMS}
+    after = {program: stack.pid(program) for program in stack.programs()}
     assert after == {**before, "workers:heavy": restarted}
     assert stack.healthy()
 
@@ -92,7 +92,8 @@ async def test_killed_worker_master_takes_its_worker_processes_along(
     # The kernel SIGTERMs them (PR_SET_PDEATHSIG): they stop instead of consuming on beside
     # the new master's.
     support.wait_until(lambda: not any(support.is_alive(pid) for pid in orphans), timeout=30)
-    assert support.child_pids(stack.pid("workers:fast"))
+    # The new master forks its own (a moment after supervisord calls it RUNNING).
+    support.wait_until(lambda: bool(support.child_pids(stack.pid("workers:fast"))), timeout=30)
 
 
 async def test_killed_api_is_restarted(stack: support.Stack, api: httpx.AsyncClient) -> None:
@@ -113,7 +114,7 @@ async def test_killed_api_is_restarted(stack: support.Stack, api: httpx.AsyncCli
 async def test_clean_stop(signum: int, whole_group: bool) -> None:
     stopping = support.Stack().start()
     try:
-        programs = [stopping.pid(program) for program in stopping.PROGRAMS]
+        programs = [stopping.pid(program) for program in stopping.programs()]
         async with httpx.AsyncClient(base_url=stopping.base_url, timeout=10) as api:
             finished = await aggregate_all(api, number=2)
             await wait_for_task(api, finished)
