@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from litestar import Request
 from litestar.di import NamedDependency
 from litestar.dto import AbstractDTO, DTOFieldDefinition
 from litestar.exceptions import ValidationException
@@ -15,10 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import transaction
 from app.errors import PROBLEM_JSON, Problem
+from app.idempotency import request_session
 
 
-async def provide_session() -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the handler returns, rolled back on error."""
+async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the handler returns, rolled back on error.
+
+    Under an Idempotency-Key the middleware owns the transaction: the handler works in its
+    session, and it commits the work together with the stored response.
+    """
+    if (owned := request_session(request.scope)) is not None:
+        yield owned
+        return
     async with transaction() as session:
         yield session
 
@@ -28,7 +37,12 @@ def problem(description: str) -> ResponseSpec:
 
 
 NOT_FOUND = {404: problem("The resource does not exist")}
-CONFLICT = {409: problem("The request conflicts with existing data; nothing was written")}
+CONFLICT = {
+    409: problem(
+        "The request conflicts with existing data, or one with the same Idempotency-Key is "
+        "still in progress; nothing was written"
+    )
+}
 RULE = {400: problem("A business rule forbids the operation")}
 INVALID = {422: problem("Validation failed; `errors[].loc` names the key as sent")}
 

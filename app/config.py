@@ -52,6 +52,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     import_max_uncompressed_bytes: int = 512 * 1024 * 1024
     import_max_zip_ratio: int = 100
     task_retention_days: int = 14
+    # How long a POST's Idempotency-Key and its stored first response are kept (seconds).
+    idempotency_ttl: int = 24 * 3600
     # A STARTED task whose heartbeat is older than this is taken as dead (worker killed).
     task_stale_after: int = 60
     max_body_size: int = 32 * 1024 * 1024

@@ -17,6 +17,7 @@ from app.cache import CacheListener, cache_status_header, read_cache
 from app.config import VERSION, get_settings
 from app.db import dispose_engine, transaction
 from app.errors import exception_handlers
+from app.idempotency import idempotency
 from app.logging import configure_logging
 from app.middleware import api_key_auth, ensure_request_id, request_context
 from app.models import ApiKey
@@ -73,7 +74,8 @@ def create_app() -> Litestar:
         route_handlers=api_routes(),
         dependencies={"db": provide_session},
         exception_handlers=exception_handlers,
-        middleware=[request_context, api_key_auth, cache_status_header],
+        # Idempotency innermost: it needs the authenticated key, and owns the transaction.
+        middleware=[request_context, api_key_auth, cache_status_header, idempotency],
         before_send=[ensure_request_id],
         lifespan=[lifespan, storage_lifespan],
         request_max_body_size=settings.max_body_size,

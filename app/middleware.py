@@ -22,6 +22,9 @@ access_log = structlog.get_logger("app.access")
 
 OPEN_PATHS = ("/health", "/ready", "/docs", "/schema")
 
+# Where api_key_auth leaves the hash of the key a request authenticated with.
+AUTHENTICATED_KEY = "api_key_hash"
+
 
 def request_context(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,6 +102,12 @@ class KeyRing:
 key_ring = KeyRing()
 
 
+def authenticated_key(scope: Scope) -> str | None:
+    """The SHA-256 of the request's valid X-API-Key; None when the API runs open."""
+    key_hash: str | None = scope["state"].get(AUTHENTICATED_KEY)
+    return key_hash
+
+
 def api_key_auth(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(OPEN_PATHS):
@@ -111,7 +120,9 @@ def api_key_auth(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         sent = dict(scope["headers"]).get(b"x-api-key", b"").decode("latin-1")
-        if sent and any(hmac.compare_digest(hash_key(sent), h) for h in valid):
+        sent_hash = hash_key(sent)
+        if sent and any(hmac.compare_digest(sent_hash, h) for h in valid):
+            scope["state"][AUTHENTICATED_KEY] = sent_hash
             await app(scope, receive, send)
             return
         response: Any = problem_response(

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -280,3 +281,28 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(TZDateTime, server_default=func.now())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
+
+
+class IdempotencyKey(Base):
+    """The stored first response to a POST sent with an Idempotency-Key, per API key.
+
+    Written in the transaction of the request's own work, so a key exists exactly when its
+    work does. `scope` is the SHA-256 of the API key (the form api_keys stores) or
+    "anonymous" when the API runs open; rows past `expires_at` count as absent and are
+    deleted by the prune job.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 of method, path with query, content type and body: "the same request".
+    request_hash: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    response_status: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(TZDateTime, server_default=func.now())
+    expires_at: Mapped[dt.datetime] = mapped_column(TZDateTime)

@@ -33,7 +33,8 @@ from app.main import create_app  # noqa: E402
 
 TABLES = (
     "webhook_attempts, webhook_deliveries, webhook_subscriptions, products, batches, "
-    "work_centers, tasks, outbox, files, statistics_snapshots, scheduler_runs, api_keys"
+    "work_centers, tasks, outbox, files, statistics_snapshots, scheduler_runs, api_keys, "
+    "idempotency_keys"
 )
 
 

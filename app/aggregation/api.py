@@ -13,8 +13,9 @@ from app.aggregation.schemas import (
     AggregateRequest,
     AggregationSummary,
 )
-from app.api_support import INVALID, NOT_FOUND, RULE, Db
+from app.api_support import CONFLICT, INVALID, NOT_FOUND, RULE, Db
 from app.errors import InputInvalid
+from app.idempotency import IdempotentOperation
 from app.outbox import enqueue_task
 from app.products.schemas import ProductOut
 from app.schemas import PositiveId
@@ -41,7 +42,8 @@ class AggregationController(Controller):
             "summary `{batch_id, total, aggregated, failed, errors}`."
         ),
         status_code=HTTP_200_OK,
-        responses={**RULE, **NOT_FOUND, **INVALID},
+        responses={**CONFLICT, **RULE, **NOT_FOUND, **INVALID},
+        operation_class=IdempotentOperation,
     )
     async def aggregate(
         self, db: Db, batch_id: PositiveId, data: JSONBody[AggregateRequest]
@@ -68,7 +70,8 @@ class AggregationController(Controller):
         summary="Aggregate any number of codes in the background",
         description="202 with a task id; poll GET /api/v1/tasks/{task_id}. Same rules, in chunks.",
         status_code=HTTP_202_ACCEPTED,
-        responses={**RULE, **NOT_FOUND, **INVALID},
+        responses={**CONFLICT, **RULE, **NOT_FOUND, **INVALID},
+        operation_class=IdempotentOperation,
     )
     async def aggregate_async(
         self, db: Db, batch_id: PositiveId, data: JSONBody[AggregateAsyncRequest]

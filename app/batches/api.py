@@ -14,6 +14,7 @@ from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
 from app.batches import service
 from app.batches.schemas import BatchFilters, BatchInput, BatchListItem, BatchOut, resolve_batch
 from app.cache import BATCH_TTL, LIST_TTL, batch_page_tags, batch_tags, read_cache
+from app.idempotency import IdempotentOperation
 from app.schemas import Limit, Offset, Page, PositiveId, TextFilter
 
 MAX_FEED_BATCHES = 1000
@@ -32,6 +33,7 @@ class BatchController(Controller):
             "nothing is written, unless `on_conflict=update` (the 1C re-send rule: overwrite)."
         ),
         responses={**CONFLICT, **INVALID},
+        operation_class=IdempotentOperation,
         status_code=HTTP_201_CREATED,
     )
     async def create_batches(
@@ -124,7 +126,8 @@ class BatchController(Controller):
         "/{batch_id:int}/close",
         summary="Close a batch",
         status_code=HTTP_200_OK,
-        responses={**NOT_FOUND, **INVALID},
+        responses={**CONFLICT, **NOT_FOUND, **INVALID},
+        operation_class=IdempotentOperation,
     )
     async def close_batch(self, db: Db, batch_id: PositiveId) -> BatchOut:
         return await service.close_batch(db, batch_id)

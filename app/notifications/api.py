@@ -6,8 +6,9 @@ from litestar import Controller, Response, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from app.api_support import INVALID, Db
+from app.api_support import CONFLICT, INVALID, Db
 from app.errors import InputInvalid
+from app.idempotency import IdempotentOperation
 from app.notifications.schemas import Notification, TestNotification
 from app.notifications.service import enqueue_notification
 from app.tasks.schemas import TaskAccepted
@@ -26,7 +27,8 @@ class NotificationController(Controller):
             "202 with a task id; the task result says how it went."
         ),
         status_code=HTTP_202_ACCEPTED,
-        responses=INVALID,
+        responses={**CONFLICT, **INVALID},
+        operation_class=IdempotentOperation,
     )
     async def test_notification(
         self, db: Db, data: JSONBody[TestNotification]

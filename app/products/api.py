@@ -9,6 +9,7 @@ from litestar.params import Body, FromQuery, Parameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db, TypedJsonBody
+from app.idempotency import IdempotentOperation
 from app.products import service
 from app.products.schemas import MAX_BULK_PRODUCTS, BulkProductsResult, ProductInput, ProductOut
 from app.schemas import Limit, Offset, Page, TextFilter
@@ -28,6 +29,7 @@ class ProductController(Controller):
         ),
         status_code=HTTP_201_CREATED,
         responses={**NOT_FOUND, **CONFLICT, **INVALID},
+        operation_class=IdempotentOperation,
         dto=TypedJsonBody,
         return_dto=None,
     )

@@ -8,7 +8,8 @@ from litestar import Controller, Response, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from app.api_support import INVALID, NOT_FOUND, Db
+from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
+from app.idempotency import IdempotentOperation
 from app.outbox import enqueue_task
 from app.reports.schemas import ReportRequest
 from app.reports.service import ensure_batch
@@ -32,7 +33,8 @@ class ReportController(Controller):
             "`report_generated`."
         ),
         status_code=HTTP_202_ACCEPTED,
-        responses={**NOT_FOUND, **INVALID},
+        responses={**CONFLICT, **NOT_FOUND, **INVALID},
+        operation_class=IdempotentOperation,
     )
     async def create_report(
         self, db: Db, batch_id: PositiveId, data: JSONBody[ReportRequest]

@@ -16,6 +16,7 @@ from litestar.status_codes import HTTP_200_OK
 from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
 from app.db import get_sessionmaker
 from app.errors import NotFound
+from app.idempotency import IdempotentOperation
 from app.models import FINISHED_STATUSES, TaskStatus
 from app.schemas import NO_NUL, Limit, Offset, Page
 from app.tasks import service
@@ -68,6 +69,7 @@ class TaskController(Controller):
         ),
         status_code=HTTP_200_OK,
         responses={**NOT_FOUND, **CONFLICT, **INVALID},
+        operation_class=IdempotentOperation,
     )
     async def cancel_task(self, db: Db, task_id: TaskId) -> TaskOut:
         return await service.cancel_task(db, task_id)

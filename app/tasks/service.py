@@ -10,7 +10,14 @@ from sqlalchemy import CursorResult, and_, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound
-from app.models import FINISHED_STATUSES, OutboxMessage, SchedulerRun, Task, TaskStatus
+from app.models import (
+    FINISHED_STATUSES,
+    IdempotencyKey,
+    OutboxMessage,
+    SchedulerRun,
+    Task,
+    TaskStatus,
+)
 from app.outbox import send_task_messages
 from app.tasks.schemas import TaskOut, TaskProgress
 
@@ -109,13 +116,16 @@ async def reap_stale_tasks(session: AsyncSession, stale_after_s: float) -> dict[
 
 
 async def prune_finished_tasks(session: AsyncSession, older_than_days: int) -> dict[str, int]:
-    """Delete finished tasks, published outbox rows and scheduler fire records past retention."""
+    """Delete finished tasks, published outbox rows and scheduler fire records past retention,
+    and expired idempotency keys."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=older_than_days)
     statements = {
         "tasks": delete(Task).where(Task.status.in_(FINISHED_STATUSES), Task.finished_at < cutoff),
         "outbox": delete(OutboxMessage).where(OutboxMessage.published_at < cutoff),
         # A fire older than any misfire grace can never be claimed again: its key is not needed.
         "scheduler_runs": delete(SchedulerRun).where(SchedulerRun.fire_time < cutoff),
+        # Expired keys already count as absent; their own TTL applies, not the task retention.
+        "idempotency_keys": delete(IdempotencyKey).where(IdempotencyKey.expires_at <= func.now()),
     }
     deleted: dict[str, int] = {}
     for name, statement in statements.items():

@@ -13,9 +13,10 @@ from litestar.exceptions import HTTPException
 from litestar.params import Body, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
-from app.api_support import INVALID, Db, problem
+from app.api_support import CONFLICT, INVALID, Db, problem
 from app.config import get_settings
 from app.errors import InputInvalid
+from app.idempotency import IdempotentOperation
 from app.outbox import enqueue_task
 from app.tasks.schemas import TaskAccepted
 from app.transfer.schemas import ExportRequest
@@ -71,7 +72,8 @@ class TransferController(Controller):
             "Event `import_completed`."
         ),
         status_code=HTTP_202_ACCEPTED,
-        responses={**INVALID, **UPLOAD_REFUSED},
+        responses={**CONFLICT, **INVALID, **UPLOAD_REFUSED},
+        operation_class=IdempotentOperation,
         before_request=require_multipart,
         request_max_body_size=get_settings().import_max_bytes + MULTIPART_OVERHEAD,
     )
@@ -100,7 +102,8 @@ class TransferController(Controller):
             "Cells that would start a formula (= + - @) are neutralised."
         ),
         status_code=HTTP_202_ACCEPTED,
-        responses=INVALID,
+        responses={**CONFLICT, **INVALID},
+        operation_class=IdempotentOperation,
     )
     async def export_batches(self, db: Db, data: JSONBody[ExportRequest]) -> Response[TaskAccepted]:
         task = await enqueue_task(

@@ -9,6 +9,7 @@ from litestar.params import FromQuery, JSONBody, Parameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from app.api_support import CONFLICT, INVALID, NOT_FOUND, RULE, Db
+from app.idempotency import IdempotentOperation
 from app.schemas import Offset, PositiveId
 from app.webhooks import service
 from app.webhooks.schemas import (
@@ -64,7 +65,8 @@ class WebhookController(Controller):
             "must be http(s) without credentials.\n" + DELIVERY_SEMANTICS
         ),
         status_code=HTTP_201_CREATED,
-        responses=INVALID,
+        responses={**CONFLICT, **INVALID},
+        operation_class=IdempotentOperation,
     )
     async def create_webhook(self, db: Db, data: JSONBody[WebhookCreate]) -> WebhookOut:
         return await service.create_webhook(db, data)
@@ -155,6 +157,7 @@ class WebhookController(Controller):
         ),
         status_code=HTTP_202_ACCEPTED,
         responses={**NOT_FOUND, **CONFLICT, **RULE, **INVALID},
+        operation_class=IdempotentOperation,
     )
     async def redeliver(
         self, db: Db, webhook_id: PositiveId, delivery_id: PositiveId
@@ -169,7 +172,8 @@ class WebhookController(Controller):
             "sent even to an inactive webhook so a fixed receiver can be checked first."
         ),
         status_code=HTTP_202_ACCEPTED,
-        responses={**NOT_FOUND, **INVALID},
+        responses={**CONFLICT, **NOT_FOUND, **INVALID},
+        operation_class=IdempotentOperation,
     )
     async def send_test(self, db: Db, webhook_id: PositiveId) -> DeliveryOut:
         return await service.send_test(db, webhook_id)

@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy import func, select, text
 
 from app.db import transaction
-from app.models import OutboxMessage, SchedulerRun, Task
+from app.models import IdempotencyKey, OutboxMessage, SchedulerRun, Task
 from app.tasks.service import prune_finished_tasks, reap_stale_tasks
 
 
@@ -57,6 +57,20 @@ async def test_reaper_retries_dead_tasks_and_fails_exhausted_ones():
     assert message_ids == [str(dead)]  # re-enqueued under the task id: redelivery stays idempotent
 
 
+def _idempotency_key(key: str, expires_in: dt.timedelta) -> IdempotencyKey:
+    return IdempotencyKey(
+        scope="anonymous",
+        key=key,
+        request_hash="0" * 64,
+        method="POST",
+        path="/api/v1/batches/export",
+        response_status=202,
+        response_body=b"{}",
+        content_type="application/json",
+        expires_at=dt.datetime.now(dt.UTC) + expires_in,
+    )
+
+
 async def test_pruner_keeps_recent_and_unfinished_work():
     old = await _task("SUCCESS", finished_days=30)
     recent = await _task("SUCCESS", finished_days=1)
@@ -71,11 +85,16 @@ async def test_pruner_keeps_recent_and_unfinished_work():
                     scheduler_id="t",
                 ),
                 SchedulerRun(job_name="reap_stale_tasks", fire_time=now, scheduler_id="t"),
+                _idempotency_key("expired", -dt.timedelta(seconds=1)),
+                _idempotency_key("live", dt.timedelta(hours=23)),
             ]
         )
     async with transaction() as session:
         pruned = await prune_finished_tasks(session, 14)
-    assert pruned == {"tasks": 1, "outbox": 0, "scheduler_runs": 1}
+    assert pruned == {"tasks": 1, "outbox": 0, "scheduler_runs": 1, "idempotency_keys": 1}
+    async with transaction() as session:
+        kept = (await session.execute(select(IdempotencyKey.key))).scalars().all()
+    assert kept == ["live"]
     assert await _status(old) is None
     assert await _status(recent) == "SUCCESS"
     assert await _status(running) == "STARTED"
