@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware
@@ -11,13 +13,22 @@ from app.config import get_settings
 from app.logging import configure_logging
 from app.tasks.kinds import MAX_PRIORITY, QUEUES
 
+# Set once this worker process is told to stop (SIGTERM/SIGINT): long chunked tasks then hand
+# their task back at the next chunk boundary instead of running to the end (workers/progress).
+shutting_down = threading.Event()
+
 
 class WorkerSetup(Middleware):
-    """Structured logs in every worker process."""
+    """Structured logs in every worker process; tells running tasks when it is stopping."""
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_format)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Emitted before dramatiq stops and joins its worker threads; the event loop thread
+        # (AsyncIO middleware) lives until after_worker_shutdown, so tasks can still clean up.
+        shutting_down.set()
 
 
 broker = RabbitmqBroker(
