@@ -109,6 +109,27 @@ def prepare_vhost() -> None:
     )
 
 
+def queue_consumers(queue: str) -> int:
+    """How many consumers RabbitMQ has on `queue` in the test vhost (one per worker process)."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", TEST_VHOST, "name", "consumers"],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    counts = dict(line.split("\t") for line in listed.splitlines() if "\t" in line)
+    return int(counts.get(queue, "0"))
+
+
+def wait_for_consumers(queue: str, count: int, timeout: float = 30.0) -> None:
+    """Block until `count` worker processes consume `queue` (their groups have booted)."""
+    deadline = time.monotonic() + timeout
+    while queue_consumers(queue) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {count} consumers on {queue} after {timeout}s")
+        time.sleep(0.2)
+
+
 def _die_with_parent() -> None:
     """SIGTERM the worker group if the test run itself dies (no orphaned consumers)."""
     import ctypes
@@ -142,9 +163,19 @@ class WorkerGroup:
             os.killpg(self.process.pid, 9)
             self.process.wait()
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """SIGTERM the group's leader without waiting: an orderly stop (deploy, supervisor).
+
+        Only the leader: it passes the signal to dramatiq, whose master passes it to each
+        worker process, and a worker process that gets a second SIGTERM exits at once.
+        """
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
+            self.process.send_signal(15)
+
+    def stop(self) -> None:
+        """An orderly stop (SIGTERM to the leader), SIGKILL if it takes more than 20 s."""
+        if self.process and self.process.poll() is None:
+            self.terminate()
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
