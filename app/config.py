@@ -43,7 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     import_max_uncompressed_bytes: int = 512 * 1024 * 1024
     import_max_zip_ratio: int = 100
     task_retention_days: int = 14
-    # A STARTED task whose heartbeat is older than this is taken as dead (worker killed).
+    # Heartbeats come every third of this (at most 5 s). Ownership is the task's advisory lock
+    # (workers/progress.py): an older heartbeat only makes the reaper check that lock.
     task_stale_after: int = 60
     max_body_size: int = 32 * 1024 * 1024
     tz: str = "UTC"
