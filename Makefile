@@ -5,10 +5,12 @@ SHELL := /bin/bash
 # Resolved at use, so a uv installed by the `uv` target a moment earlier is found.
 UV = $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
 RUN = $(UV) run --frozen
-API_HOST ?= 127.0.0.1
-API_PORT ?= 8000
 S3_PORT ?= 9000
 Q ?= fast
+P ?= all
+# `make run`'s supervisord: control socket, pid file (see ops/supervisord.conf).
+export PC_RUN_DIR ?= $(CURDIR)/.run
+CTL = $(RUN) supervisorctl --configuration ops/supervisord.conf
 JOB ?= close_expired_batches
 
 export PYTHONUNBUFFERED := 1
@@ -39,12 +41,21 @@ revision: sync ## create a migration: make revision m="what changed"
 	$(RUN) alembic revision --autogenerate -m "$(m)"
 
 .PHONY: run
-run: migrate ## everything locally: api, a worker per queue, scheduler, local S3
-	@echo "Docs: http://$(API_HOST):$(API_PORT)/docs  (OpenAPI: /schema/openapi.json)"
-	@# A local S3 (moto's server) only when no S3_ENDPOINT_URL was given.
-	@if [ -n "$$S3_ENDPOINT_URL" ]; then export LOCAL_S3=external; \
-	  else export S3_ENDPOINT_URL=http://127.0.0.1:$(S3_PORT); fi; \
-	  S3_PORT=$(S3_PORT) $(RUN) honcho -f Procfile start
+run: migrate ## everything locally under supervisord: api, a worker per queue, scheduler, local S3
+	@# A local S3 (moto's server) only when no S3_ENDPOINT_URL is configured; see ops/.
+	S3_PORT=$(S3_PORT) $(RUN) python -m ops.supervise
+
+.PHONY: ps
+ps: ## the processes of `make run` with their state, pid and uptime
+	@$(CTL) status
+
+.PHONY: restart
+restart: ## restart processes of `make run`: make restart P=api (or P=workers:heavy, P='workers:*', P=all)
+	$(CTL) restart $(P)
+
+.PHONY: stop
+stop: ## stop `make run` from another terminal (like Ctrl-C: every process stops cleanly)
+	$(CTL) shutdown
 
 .PHONY: api
 api: sync ## the api alone
@@ -76,6 +87,10 @@ fmt: sync ## format and autofix
 .PHONY: bench
 bench: sync ## benchmarks; figures printed and written to bench/results.json
 	$(RUN) python -m bench
+
+.PHONY: chaos
+chaos: sync ## fault run of the whole stack (3 min); flags: make chaos ARGS="--duration 60 --seed 7"
+	$(RUN) python -m chaos $(ARGS)
 
 .PHONY: rabbit-ui
 rabbit-ui: ## enable the RabbitMQ management console and print its URL

@@ -35,6 +35,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_concurrency_heavy: int = 8
     worker_concurrency_webhooks: int = 8
     worker_processes: int = 1
+    # Seconds a stopping process waits for work in flight: dramatiq's worker shutdown
+    # timeout (unfinished messages then go back to RabbitMQ), and uvicorn's graceful
+    # shutdown (open requests and SSE streams are closed after it). The local supervisor
+    # waits longer than these before it would SIGKILL (ops/supervise.py).
+    worker_shutdown_timeout: int = 20
+    api_shutdown_timeout: int = 10
     presign_ttl: int = 7 * 24 * 3600
     file_retention_days: int = 30
     # Import upload limits: bytes on the wire, data rows, and what an xlsx (a zip) may expand to.

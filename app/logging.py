@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
 
 
+def _supervisor_program() -> str:
+    """The supervisor program this process is (api, workers:heavy, ...), or ""."""
+    name = os.environ.get("SUPERVISOR_PROCESS_NAME", "")
+    group = os.environ.get("SUPERVISOR_GROUP_NAME", name)
+    return f"{group}:{name}" if group != name else name
+
+
+# `make run` shows every program's output interleaved in one terminal: name the program.
+_PROGRAM = _supervisor_program()
+
+
+def _add_program(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    event.setdefault("program", _PROGRAM)
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        *([_add_program] if _PROGRAM else []),
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

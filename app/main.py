@@ -10,13 +10,9 @@ import structlog
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.types import ControllerRouterHandler
 from sqlalchemy import func, select
 
-from app.aggregation.api import AggregationController
-from app.analytics.api import AnalyticsController
 from app.api_support import provide_session
-from app.batches.api import BatchController
 from app.cache import CacheListener, cache_status_header, read_cache
 from app.config import VERSION, get_settings
 from app.db import dispose_engine, transaction
@@ -24,37 +20,10 @@ from app.errors import exception_handlers
 from app.logging import configure_logging
 from app.middleware import api_key_auth, ensure_request_id, request_context
 from app.models import ApiKey
-from app.notifications.api import NotificationController
-from app.outbox import OutboxRelay
-from app.products.api import ProductController
-from app.reports.api import ReportController
-from app.schedule.api import ScheduleController
 from app.storage import storage_lifespan
-from app.system.api import docs, health, health_head, ready
-from app.tasks.api import TaskController
-from app.transfer.api import TransferController
-from app.webhooks.api import WebhookController
-from app.work_centers.api import WorkCenterController
+from app.wiring import api_routes, outbox_relay
 
 log = structlog.get_logger(__name__)
-
-ROUTE_HANDLERS: list[ControllerRouterHandler] = [
-    health,
-    health_head,
-    ready,
-    docs,
-    BatchController,
-    ProductController,
-    AggregationController,
-    TaskController,
-    WorkCenterController,
-    AnalyticsController,
-    ScheduleController,
-    WebhookController,
-    ReportController,
-    TransferController,
-    NotificationController,
-]
 
 
 async def _check_authentication_configured() -> None:
@@ -78,7 +47,7 @@ async def _check_authentication_configured() -> None:
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     await _check_authentication_configured()
-    relay = OutboxRelay()
+    relay = outbox_relay()
     app.state.relay = relay
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
     # LISTEN for cache invalidations; until it is in place the read cache is bypassed.
@@ -101,7 +70,7 @@ def create_app() -> Litestar:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     return Litestar(
-        route_handlers=ROUTE_HANDLERS,
+        route_handlers=api_routes(),
         dependencies={"db": provide_session},
         exception_handlers=exception_handlers,
         middleware=[request_context, api_key_auth, cache_status_header],

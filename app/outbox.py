@@ -1,9 +1,10 @@
 """Transactional outbox: writers and the relay.
 
 Writers add rows in the caller's transaction (a task to run, or an event that happened);
-an AFTER INSERT trigger NOTIFYs `outbox`, delivered only at commit. The relay (running in
-every api process) wakes on that NOTIFY, or on a periodic sweep, locks unpublished rows
-with SKIP LOCKED, publishes them and marks them published in the same transaction. A
+an AFTER INSERT trigger NOTIFYs `outbox`, delivered only at commit. The relay (in every api
+and scheduler process, built by app.wiring.outbox_relay with the same event handlers) wakes
+on that NOTIFY, or on a periodic sweep, locks unpublished rows with SKIP LOCKED, handles
+events, publishes messages and marks them published in the same transaction. A
 crash between publish and commit re-publishes: delivery is at-least-once and actors are
 idempotent.
 """
@@ -160,7 +161,6 @@ async def emit_event(session: AsyncSession, event: str, data: dict[str, Any]) ->
 # wants sent go into the outbox too (send_actor_message): they are published on the next
 # round, after this commit, so no worker can look for a row that is not committed yet.
 EventHandler = Callable[[AsyncSession, list[OutboxMessage]], Awaitable[None]]
-event_handlers: list[EventHandler] = []
 
 
 class Publisher:
@@ -201,7 +201,12 @@ class OutboxRelay:
     BATCH = 500
     SWEEP_SECONDS = 2.0
 
-    def __init__(self, publisher: Publisher | None = None) -> None:
+    def __init__(
+        self, event_handlers: Sequence[EventHandler], publisher: Publisher | None = None
+    ) -> None:
+        # No default: a relay built without the handlers would mark events published and
+        # drop them (build it with app.wiring.outbox_relay()).
+        self.event_handlers = tuple(event_handlers)
         self.publisher = publisher or Publisher()
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -238,7 +243,7 @@ class OutboxRelay:
                 return 0
             messages = [row.payload for row in rows if row.topic == TOPIC_TASK]
             events = [row for row in rows if row.topic == TOPIC_EVENT]
-            for handler in event_handlers:
+            for handler in self.event_handlers:
                 await handler(session, events)
             await self.publisher.publish(messages)
             await session.execute(

@@ -125,14 +125,15 @@ async def _run_task(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     from sqlalchemy import text
 
     from app.db import transaction
-    from app.outbox import OutboxRelay, enqueue_task
+    from app.outbox import enqueue_task
+    from app.wiring import outbox_relay
     from tests.support import WorkerGroup
 
     workers = await asyncio.to_thread(WorkerGroup(["heavy"]).start)
     try:
         async with transaction() as session:
             task = await enqueue_task(session, kind, params)
-        relay = OutboxRelay()
+        relay = outbox_relay()
         await relay.drain()
         relay.publisher.close()
         while True:

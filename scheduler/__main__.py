@@ -20,7 +20,7 @@ import sys
 from app.config import get_settings
 from app.db import dispose_engine
 from app.logging import configure_logging
-from app.outbox import OutboxRelay
+from app.wiring import outbox_relay
 from scheduler.fire import SCHEDULER_ID, fire
 from scheduler.jobs import JOBS, plan
 from scheduler.runner import serve
@@ -33,7 +33,7 @@ async def _serve() -> None:
         loop.add_signal_handler(signum, stop.set)
     # A relay here too, so scheduled jobs are published even while no api runs; relays in
     # several processes share the outbox safely (SKIP LOCKED).
-    relay = OutboxRelay()
+    relay = outbox_relay()
     relaying = asyncio.create_task(relay.run(), name="outbox-relay")
     try:
         await serve(get_settings(), stop)
@@ -45,7 +45,7 @@ async def _serve() -> None:
 
 
 async def _run_now(job: str) -> str | None:
-    relay = OutboxRelay()
+    relay = outbox_relay()
     try:
         task_id = await fire(job, dt.datetime.now(dt.UTC), f"manual:{SCHEDULER_ID}")
         await relay.drain()  # publish now: works whether or not an api is running

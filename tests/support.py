@@ -8,15 +8,24 @@ RabbitMQ vhost (TEST_RABBITMQ_VHOST), so two suites can run side by side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+import xmlrpc.client
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
+from supervisor.xmlrpc import SupervisorTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,13 +57,13 @@ def test_environment() -> dict[str, str]:
     }
 
 
-async def _recreate_database() -> None:
+async def _recreate_database(name: str) -> None:
     admin = await asyncpg.connect(
         _with_path(BASE_DATABASE_URL, "/postgres").replace("postgresql+asyncpg://", "postgresql://")
     )
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{TEST_DATABASE}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
 
@@ -84,26 +93,27 @@ def local_s3_environment() -> dict[str, str]:
     }
 
 
-def prepare_database() -> None:
+def prepare_database(name: str = TEST_DATABASE) -> None:
+    """Drop and re-create the database `name`, migrated to the latest schema."""
     from alembic import command
     from alembic.config import Config
 
-    asyncio.run(_recreate_database())
+    asyncio.run(_recreate_database(name))
     config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = TEST_DATABASE_URL
+    config.attributes["database_url"] = _with_path(BASE_DATABASE_URL, "/" + name)
     command.upgrade(config, "heads")
 
 
-def prepare_vhost() -> None:
+def prepare_vhost(name: str = TEST_VHOST) -> None:
     """A fresh vhost (no stale queues from an earlier run); needs rabbitmqctl on this machine."""
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
         raise RuntimeError("rabbitmqctl not found: the tests create their own RabbitMQ vhost")
     user = urlsplit(BASE_RABBITMQ_URL).username or "guest"
-    subprocess.run([ctl, "-q", "delete_vhost", TEST_VHOST], capture_output=True, check=False)
-    subprocess.run([ctl, "-q", "add_vhost", TEST_VHOST], capture_output=True, check=True)
+    subprocess.run([ctl, "-q", "delete_vhost", name], capture_output=True, check=False)
+    subprocess.run([ctl, "-q", "add_vhost", name], capture_output=True, check=True)
     subprocess.run(
-        [ctl, "-q", "set_permissions", "-p", TEST_VHOST, user, ".*", ".*", ".*"],
+        [ctl, "-q", "set_permissions", "-p", name, user, ".*", ".*", ".*"],
         capture_output=True,
         check=True,
     )
@@ -128,6 +138,24 @@ def wait_for_consumers(queue: str, count: int, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"fewer than {count} consumers on {queue} after {timeout}s")
         time.sleep(0.2)
+
+
+def isolated_environment(suffix: str) -> dict[str, str]:
+    """A fresh database and vhost of their own, for processes that must not share state with
+    the in-process app of the test run (its outbox relay would do their work and hide a
+    process that does not)."""
+    database, vhost = f"{TEST_DATABASE}_{suffix}", f"{TEST_VHOST}_{suffix}"
+    prepare_database(database)
+    prepare_vhost(vhost)
+    return {
+        **test_environment(),
+        "DATABASE_URL": _with_path(BASE_DATABASE_URL, "/" + database),
+        "RABBITMQ_URL": _with_path(BASE_RABBITMQ_URL, "/" + quote(vhost, safe="")),
+    }
+
+
+def asyncpg_url(environment: dict[str, str]) -> str:
+    return environment["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
 
 
 def _die_with_parent() -> None:
@@ -164,19 +192,178 @@ class WorkerGroup:
             self.process.wait()
 
     def terminate(self) -> None:
-        """SIGTERM the group's leader without waiting: an orderly stop (deploy, supervisor).
+        """SIGTERM without waiting: an orderly stop (deploy, supervisor).
 
-        Only the leader: it passes the signal to dramatiq, whose master passes it to each
-        worker process, and a worker process that gets a second SIGTERM exits at once.
+        The leader alone: it passes SIGTERM on to dramatiq's processes, and a second
+        SIGTERM (the whole group's) would make them abandon their messages.
         """
         if self.process and self.process.poll() is None:
-            self.process.send_signal(15)
+            self.process.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
-        """An orderly stop (SIGTERM to the leader), SIGKILL if it takes more than 20 s."""
+        """An orderly stop, SIGKILL if it takes more than 20 s."""
         if self.process and self.process.poll() is None:
             self.terminate()
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout} s")
+        time.sleep(0.2)
+
+
+def is_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid`, read from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited while we looked
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+class Stack:
+    """Every process of `make run`, started as `make run` starts them (python -m ops.supervise:
+    supervisord with ops/supervisord.conf), against the test database, vhost and S3 endpoint
+    (an external S3, so no s3 program), on a free API port with its own run directory.
+
+    supervisord's output (its own log and every program's) goes to `log_path`.
+    """
+
+    PROGRAMS = ("api", "scheduler", "workers:fast", "workers:heavy", "workers:webhooks")
+
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+        self.run_dir = Path(tempfile.mkdtemp(prefix="pc-stack-"))
+        self.log_path = self.run_dir / "supervisord.log"
+        self.api_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.api_port}"
+        self.env = {
+            **os.environ,
+            **test_environment(),
+            "API_PORT": str(self.api_port),
+            "PC_RUN_DIR": str(self.run_dir),
+            **(extra_env or {}),
+        }
+        if not self.env.get("S3_ENDPOINT_URL"):
+            raise RuntimeError("Stack needs the test S3 endpoint (local_s3_environment())")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.rpc: Any = xmlrpc.client.ServerProxy(
+            "http://127.0.0.1",
+            transport=SupervisorTransport(None, None, f"unix://{self.run_dir}/supervisor.sock"),
+        )
+
+    def start(self, timeout: float = 60.0) -> Stack:
+        # Append mode: supervisord re-opens its stdout (/dev/stdout) once per program, and
+        # all those writers must add to the end rather than overwrite each other.
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ops.supervise"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # like a terminal: supervisord leads its own group
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + timeout
+        while not (self.healthy() and self.all_running()):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stack did not come up:\n{self.log()[-4000:]}")
+            time.sleep(0.3)
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until /health answers (a restarted api is RUNNING before it listens)."""
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/health does not answer:\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def info(self, program: str) -> dict[str, Any]:
+        """supervisord's view of a program: statename, pid, ... (XML-RPC over the socket)."""
+        info: dict[str, Any] = self.rpc.supervisor.getProcessInfo(program)
+        return info
+
+    def pid(self, program: str) -> int:
+        return int(self.info(program)["pid"])
+
+    def all_running(self) -> bool:
+        try:
+            return all(self.info(p)["statename"] == "RUNNING" for p in self.PROGRAMS)
+        except OSError:  # the socket is not there yet
+            return False
+
+    def wait_restarted(self, program: str, old_pid: int, timeout: float = 30.0) -> int:
+        """Wait until `program` runs again under a new pid; returns that pid."""
+        deadline = time.monotonic() + timeout
+        info = self.info(program)
+        while not (info["statename"] == "RUNNING" and info["pid"] != old_pid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{program} not restarted: {info}\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+            info = self.info(program)
+        return int(info["pid"])
+
+    def stop(
+        self, signum: int = signal.SIGTERM, whole_group: bool = False, timeout: float = 60.0
+    ) -> int:
+        """Stop supervisord as a terminal or a service manager would; returns its exit code.
+
+        whole_group: the signal goes to supervisord's process group, as Ctrl-C does.
+        """
+        assert self.process is not None
+        if self.process.poll() is None:
+            if whole_group:
+                os.killpg(self.process.pid, signum)
+            else:
+                self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill_everything()
+            raise
+
+    def _kill_everything(self) -> None:
+        """Test clean-up after a failed stop: the programs lead process groups of their own."""
+        assert self.process is not None
+        for program in self.PROGRAMS:
+            with contextlib.suppress(OSError, xmlrpc.client.Fault):
+                os.killpg(self.pid(program), signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def cleanup(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.stop()
+        shutil.rmtree(self.run_dir, ignore_errors=True)

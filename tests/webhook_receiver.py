@@ -44,6 +44,8 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     received: list[Received] = field(default_factory=list)
     scripts: dict[str, deque[Reply]] = field(default_factory=lambda: defaultdict(deque))
+    flaky_until: float = 0.0  # time.monotonic() until which every other request gets a 503
+    flaky_count: int = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -64,6 +66,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
             script = state.scripts[self.path]
             reply = script.popleft() if script else Reply()
+            if time.monotonic() < state.flaky_until:
+                state.flaky_count += 1
+                if state.flaky_count % 2:
+                    reply = Reply(status=503, body=b"flaky")
         if reply.delay:
             time.sleep(reply.delay)
         try:
@@ -118,6 +124,12 @@ class Receiver:
     def script(self, path: str, *replies: Reply) -> None:
         with self._server.state.lock:
             self._server.state.scripts[path].extend(replies)
+
+    def fail_every_other_until(self, deadline: float) -> None:
+        """Answer every other request with a 503 until time.monotonic() reaches `deadline`
+        (alternating, so a subscription's failure streak never reaches its limit)."""
+        with self._server.state.lock:
+            self._server.state.flaky_until = deadline
 
     def requests(self, path: str | None = None) -> list[Received]:
         with self._server.state.lock:

@@ -2,7 +2,9 @@
 
 Each group is the `dramatiq` CLI bound to one queue with that queue's concurrency
 (WORKER_CONCURRENCY_<QUEUE> threads x WORKER_PROCESSES processes), so a long export never
-delays a webhook. SIGINT/SIGTERM are passed on and we wait for a clean shutdown.
+delays a webhook. With one queue (how the supervisor and compose run workers) this process
+becomes the dramatiq CLI itself (exec): the supervisor signals dramatiq directly and sees
+its exit. With several queues SIGINT/SIGTERM are passed on and we wait for a clean shutdown.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 
 from app.config import get_settings
 from app.tasks.kinds import QUEUES
+from app.wiring import ACTOR_MODULES
 
 
 def command_for(queue: str) -> list[str]:
@@ -26,13 +29,17 @@ def command_for(queue: str) -> list[str]:
         "-m",
         "dramatiq",
         "workers.broker:broker",
-        "workers.actors",
+        *ACTOR_MODULES,
         "--queues",
         queue,
         "--processes",
         str(settings.worker_processes),
         "--threads",
         str(threads),
+        # After this, messages still running are left unacknowledged and RabbitMQ
+        # redelivers them when the connection closes; the process exits either way.
+        "--worker-shutdown-timeout",
+        str(settings.worker_shutdown_timeout * 1000),
         "--skip-logging",
     ]
 
@@ -41,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     parser.add_argument("--queues", nargs="+", choices=QUEUES, default=list(QUEUES))
     args = parser.parse_args(argv)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    groups = {queue: subprocess.Popen(command_for(queue), env=env) for queue in args.queues}
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    if len(args.queues) == 1:
+        command = command_for(args.queues[0])
+        os.execv(command[0], command)
+
+    groups = {queue: subprocess.Popen(command_for(queue)) for queue in args.queues}
 
     def forward(signum: int, _frame: object) -> None:
         for process in groups.values():

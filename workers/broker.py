@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
 import threading
 
 import dramatiq
@@ -13,13 +18,35 @@ from app.config import get_settings
 from app.logging import configure_logging
 from app.tasks.kinds import MAX_PRIORITY, QUEUES
 
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_master() -> None:
+    """Have the kernel SIGTERM this worker process when dramatiq's master process dies.
+
+    Otherwise a master killed outright (kill -9, the OOM killer) leaves its worker processes
+    consuming beside the new master the supervisor starts. SIGTERM is a graceful stop: the
+    running messages finish, or go back to the queue after WORKER_SHUTDOWN_TIMEOUT.
+    """
+    master = multiprocessing.parent_process()
+    if master is None or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != master.pid:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 # Set once this worker process is told to stop (SIGTERM/SIGINT): long chunked tasks then hand
 # their task back at the next chunk boundary instead of running to the end (workers/progress).
 shutting_down = threading.Event()
 
 
 class WorkerSetup(Middleware):
-    """Structured logs in every worker process; tells running tasks when it is stopping."""
+    """Structured logs in every worker process; worker processes stop with their master;
+    running tasks learn when their worker process is stopping."""
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        _stop_with_master()
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         settings = get_settings()

@@ -1,18 +1,39 @@
-"""Static wiring: names the api enqueues by and the actors the workers declare stay in step."""
+"""Static wiring: what each process runs is composed in app/wiring.py and nowhere else."""
 
 from __future__ import annotations
 
-import workers.actors  # noqa: F401  (registers every actor)
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import workers.actors
+from app import wiring
 from app.config import load_settings
 from app.errors import loc_from_msgspec
 from app.tasks.kinds import QUEUES, TASK_QUEUES
+from app.webhooks.service import fan_out
 from scheduler.jobs import SCHEDULE
 from workers.broker import broker
 
+ROOT = Path(__file__).resolve().parents[2]
+PROCESS_CODE = ("app", "workers", "scheduler", "bench")
 
-def test_every_declared_actor_listens_on_its_kinds_queue():
+
+def _load_actor_modules() -> None:
+    for module in wiring.ACTOR_MODULES:
+        importlib.import_module(module)
+
+
+def test_every_actor_module_is_wired():
+    found = {f"workers.actors.{m.name}" for m in pkgutil.iter_modules(workers.actors.__path__)}
+    assert set(wiring.ACTOR_MODULES) == found
+
+
+def test_every_task_kind_has_one_actor_on_its_queue_and_every_actor_a_kind():
+    _load_actor_modules()
+    assert set(broker.actors) == set(TASK_QUEUES), "kind without actor, or actor without kind"
     for name in broker.actors:
-        assert name in TASK_QUEUES, f"actor {name} missing from TASK_QUEUES"
         assert broker.get_actor(name).queue_name == TASK_QUEUES[name]
     assert set(TASK_QUEUES.values()) <= set(QUEUES)
 
@@ -20,6 +41,36 @@ def test_every_declared_actor_listens_on_its_kinds_queue():
 def test_every_scheduled_job_is_a_task_kind():
     for job in SCHEDULE:
         assert job.name in TASK_QUEUES
+
+
+def test_the_relay_runs_the_webhook_fan_out():
+    assert fan_out in wiring.EVENT_HANDLERS
+    assert wiring.outbox_relay().event_handlers == wiring.EVENT_HANDLERS
+
+
+def _calls_of(name: str) -> list[str]:
+    """Where process code calls `name(...)` directly."""
+    places = []
+    for folder in PROCESS_CODE:
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name:
+                    places.append(str(path.relative_to(ROOT)))
+    return places
+
+
+def test_every_process_builds_its_relay_through_the_wiring():
+    """A relay built elsewhere could run other handlers than the rest (and lose events)."""
+    assert _calls_of("OutboxRelay") == ["app/wiring.py"]
+
+
+def test_no_package_registers_anything_on_import():
+    """Package __init__ files hold a docstring at most: wiring happens in app/wiring.py."""
+    for folder in ("app", "workers", "scheduler"):
+        for init in (ROOT / folder).rglob("__init__.py"):
+            body = ast.parse(init.read_text()).body
+            statements = [node for node in body if not isinstance(node, ast.Expr)]
+            assert not statements, f"{init.relative_to(ROOT)} runs code on import"
 
 
 def test_split_variables_build_urls():

@@ -1,0 +1,459 @@
+"""One fault run: the stack up, the workload with faults injected, settle, check, report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from chaos.stack import ROOT, WORKER_QUEUES, Supervised, free_port
+from chaos.workload import FINAL, Client, Ledger, Workload
+
+# The schedule fires every job every SCHEDULE_EVERY seconds during the run, so that
+# scheduler failover and exactly-once fires are exercised within minutes.
+SCHEDULE_EVERY = 10
+BROKER_DOWN_SECONDS = 5.0
+RECEIVER_FLAKY_SECONDS = 8.0
+PROBE_CODES = 6_000  # a second aggregation chunk (5,000 per chunk) to hold the task in
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: float
+    fault_every: float
+    settle: float
+    seed: int
+    clients: int
+    run_dir: Path
+    faults: tuple[str, ...] = ()
+
+
+@dataclass
+class Faults:
+    injected: Counter[str] = field(default_factory=Counter)
+    api_down: list[tuple[float, float]] = field(default_factory=list)  # (killed, healthy)
+    worker_recovery_s: list[float] = field(default_factory=list)
+    broker_drain_s: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def environment(run_dir: Path) -> dict[str, str]:
+    """The stack's own database, vhost and S3, re-created for this run."""
+    # Never the test suite's or a developer's: CHAOS_* names, read by tests.support on import.
+    os.environ["TEST_DATABASE_NAME"] = os.environ.get(
+        "CHAOS_DATABASE_NAME", "production_control_chaos"
+    )
+    os.environ["TEST_RABBITMQ_VHOST"] = os.environ.get(
+        "CHAOS_RABBITMQ_VHOST", "production_control_chaos"
+    )
+    from tests import support
+
+    support.prepare_database()
+    support.prepare_vhost()
+    return {
+        **support.test_environment(),
+        **support.local_s3_environment(),
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+        "TASK_STALE_AFTER": "60",
+        "SCHEDULER_TEST_INTERVAL": str(SCHEDULE_EVERY),
+        "SCHEDULER_LEADER_RETRY": "0.5",
+        "WEBHOOK_RETRY_BASE_SECONDS": "1",
+        "WEBHOOK_RETRY_MAX_SECONDS": "10",
+        "CHAOS_RUN_DIR": str(run_dir),
+    }
+
+
+FAULTS = (
+    "kill_worker",
+    "kill_worker_mid_task",
+    "kill_api",
+    "kill_scheduler_leader",
+    "restart_broker",
+    "flaky_receiver",
+)
+
+
+class FaultInjector:
+    def __init__(
+        self,
+        stack: Supervised,
+        workload: Workload,
+        receiver: Any,
+        database_url: str,
+        faults: Faults,
+        rng: random.Random,
+    ) -> None:
+        self.stack = stack
+        self.workload = workload
+        self.receiver = receiver
+        self.database_url = database_url
+        self.faults = faults
+        self.rng = rng
+        self.broker_down = False
+
+    async def run(self, kinds: tuple[str, ...], every: float, until: float) -> None:
+        """Inject `kinds` in a shuffled round, round after round, one every `every` seconds."""
+        order: list[str] = []
+        await asyncio.sleep(min(every, 3.0))
+        while time.monotonic() + 2 < until:
+            if not order:
+                order = self.rng.sample(kinds, len(kinds))
+            kind = order.pop()
+            try:
+                await getattr(self, kind)()
+                self.faults.injected[kind] += 1
+            except Exception as exc:  # a fault that could not be injected is reported, not fatal
+                self.faults.notes.append(f"{kind} not injected: {exc!r}")
+            await asyncio.sleep(every)
+
+    async def kill_worker(self) -> None:
+        queue = self.rng.choice(WORKER_QUEUES)
+        if self.stack.kill_worker_child(queue, self.rng.choice) is None:
+            raise RuntimeError(f"no worker process of {queue}")
+
+    async def kill_worker_mid_task(self) -> None:
+        """SIGKILL the heavy worker while it runs an aggregation; time until it runs again."""
+        client = Client(self.stack.api_urls, self.workload.ledger, self.rng)
+        connection = await asyncpg.connect(self.database_url)
+        lock: asyncpg.Connection | None = None
+        try:
+            batch = await self.workload.op_ingest(client, size=1)
+            codes = await self.workload.register(client, batch[0], PROBE_CODES) if batch else []
+            if not codes:
+                raise RuntimeError("no probe batch")
+            # Hold a row of the second chunk: the worker waits there, visibly STARTED.
+            lock = await asyncpg.connect(self.database_url)
+            await lock.execute("BEGIN")
+            await lock.execute(
+                "SELECT 1 FROM products WHERE unique_code = $1 FOR UPDATE", codes[5_500]
+            )
+            task_id = await self.workload.op_aggregate_async(client, (batch[0], codes))
+            if task_id is None:
+                raise RuntimeError("probe task not accepted")
+            attempts = await self._wait_for_attempt(connection, task_id, after=0, held=True)
+            self.stack.kill_worker_child("heavy", self.rng.choice)
+            killed = time.monotonic()
+            await self._wait_for_attempt(connection, task_id, after=attempts, held=False)
+            self.faults.worker_recovery_s.append(round(time.monotonic() - killed, 2))
+        finally:
+            if lock is not None:
+                await lock.close()  # rolls back: the resumed task goes on
+            await connection.close()
+            await client.close()
+
+    @staticmethod
+    async def _wait_for_attempt(
+        connection: asyncpg.Connection, task_id: str, *, after: int, held: bool
+    ) -> int:
+        """The task's attempt number once a worker claimed it past `after` (and, when `held`,
+        finished its first chunk so it sits in the second)."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            row = await connection.fetchrow(
+                "SELECT status, attempts, progress_current FROM tasks WHERE id = $1",
+                uuid_of(task_id),
+            )
+            running = row is not None and row["status"] == "STARTED" and row["attempts"] > after
+            if running and (not held or row["progress_current"] >= 5_000):
+                return int(row["attempts"])
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"task {task_id} was not (re)started in 120 s")
+
+    async def kill_api(self) -> None:
+        program = self.rng.choice([f"api-{n}" for n in range(1, len(self.stack.api_urls) + 1)])
+        url = self.stack.api_urls[int(program.rsplit("-", 1)[1]) - 1]
+        self.stack.kill_program(program)
+        killed = time.time()
+        async with httpx.AsyncClient(timeout=1) as http:
+            for _ in range(600):
+                await asyncio.sleep(0.1)
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{url}/health")).status_code == 200:
+                        break
+        self.faults.api_down.append((killed, time.time()))
+
+    async def kill_scheduler_leader(self) -> None:
+        async with httpx.AsyncClient(timeout=5) as http:
+            schedule = (await http.get(f"{self.stack.api_urls[0]}/api/v1/schedule")).json()
+        leader = schedule.get("leader")
+        if not leader:
+            raise RuntimeError("no scheduler leader")
+        pid = int(leader.rsplit(":", 1)[1])
+        mine = {self.stack.pid(f"scheduler-{n}") for n in (1, 2)}
+        if pid not in mine:  # only ever a process of this stack
+            raise RuntimeError(f"leader {leader} is not one of this run's schedulers")
+        os.kill(pid, signal.SIGKILL)
+
+    async def restart_broker(self) -> None:
+        """`rabbitmqctl stop_app` for a few seconds; restored in every case."""
+        self.broker_down = True
+        try:
+            await asyncio.to_thread(rabbitmqctl, "stop_app")
+            await asyncio.sleep(BROKER_DOWN_SECONDS)
+        finally:
+            await asyncio.to_thread(rabbitmqctl, "start_app")
+            self.broker_down = False
+        restarted = time.monotonic()
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            # Backlog drained: nothing committed before the restart still waits to be sent.
+            while time.monotonic() - restarted < 120:
+                waiting = await connection.fetchval(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NULL "
+                    "AND created_at < now() - interval '1 second'"
+                )
+                if waiting == 0:
+                    self.faults.broker_drain_s.append(round(time.monotonic() - restarted, 2))
+                    return
+                await asyncio.sleep(0.1)
+            self.faults.notes.append("outbox backlog not drained 120 s after the broker restart")
+        finally:
+            await connection.close()
+
+    async def flaky_receiver(self) -> None:
+        self.receiver.fail_every_other_until(time.monotonic() + RECEIVER_FLAKY_SECONDS)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+def uuid_of(text: str) -> uuid.UUID:
+    return uuid.UUID(text)
+
+
+async def settle(database_url: str, ledger: Ledger, timeout: float) -> float:
+    """Wait until every accepted task is final, the outbox is sent and no delivery pends."""
+    started = time.monotonic()
+    connection = await asyncpg.connect(database_url)
+    try:
+        ids = [uuid_of(task_id) for task_id in ledger.tasks]
+        while time.monotonic() - started < timeout:
+            open_tasks = await connection.fetchval(
+                "SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[]) AND NOT status = ANY($2)",
+                ids,
+                list(FINAL),
+            )
+            backlog = await connection.fetchval(
+                "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL) + "
+                "(SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')"
+            )
+            if open_tasks == 0 and backlog == 0:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await connection.close()
+    return round(time.monotonic() - started, 1)
+
+
+async def check(database_url: str, ledger: Ledger, faults: Faults, receiver: Any) -> dict[str, Any]:
+    """Every invariant, with its figures; `violations` lists what broke."""
+    violations: list[str] = []
+    connection = await asyncpg.connect(database_url)
+    try:
+        tasks = {
+            str(row["id"]): row
+            for row in await connection.fetch(
+                "SELECT id, kind, status, result, error, attempts FROM tasks"
+            )
+        }
+        not_final = [t for t in ledger.tasks if t not in tasks or tasks[t]["status"] not in FINAL]
+        failed = [t for t in ledger.tasks if t in tasks and tasks[t]["status"] != "SUCCESS"]
+        violations += [f"task {t} not final: {tasks.get(t)}" for t in not_final]
+        violations += [f"task {t} {tasks[t]['status']}: {tasks[t]['error']}" for t in failed]
+
+        # Aggregation: each code asked once, aggregated once, counted once.
+        aggregated = {
+            row[0]
+            for row in await connection.fetch(
+                "SELECT unique_code FROM products WHERE is_aggregated"
+            )
+        }
+        asked = set(ledger.aggregated_sync)
+        reported = len(ledger.aggregated_sync)
+        for task_id, codes in ledger.async_codes.items():
+            asked.update(codes)
+            result = tasks[task_id]["result"] if task_id in tasks else None
+            reported += json.loads(result)["aggregated"] if result else 0
+        if aggregated != asked:
+            violations.append(
+                f"aggregated codes differ: {len(aggregated - asked)} never asked, "
+                f"{len(asked - aggregated)} asked but not aggregated"
+            )
+        if reported != len(aggregated):
+            violations.append(
+                f"results report {reported} aggregated, database has {len(aggregated)}"
+            )
+
+        # Duplicates: what exists is exactly what was acknowledged once.
+        imported = sum(
+            json.loads(tasks[t]["result"])["created"]
+            for t in ledger.import_rows
+            if t in tasks and tasks[t]["result"]
+        )
+        batches = await connection.fetchval("SELECT count(*) FROM batches")
+        products = await connection.fetchval("SELECT count(*) FROM products")
+        duplicates = {
+            "batches": batches - len(ledger.batch_ids) - imported,
+            "products": products - len(ledger.codes),
+        }
+        for kind in set(ledger.tasks.values()):
+            in_db = await connection.fetchval(
+                "SELECT count(*) FROM tasks WHERE kind = $1 AND params ->> 'fire_time' IS NULL",
+                kind,
+            )
+            duplicates[f"tasks:{kind}"] = in_db - sum(1 for k in ledger.tasks.values() if k == kind)
+        duplicates = {name: count for name, count in duplicates.items() if count}
+        violations += [f"{count} unacknowledged {name}" for name, count in duplicates.items()]
+        violations += [f"replay differs: {m}" for m in ledger.replay_mismatches]
+        violations += [f"unexpected answer: {m}" for m in ledger.unexpected]
+        for task_id, rows in ledger.import_rows.items():
+            result = tasks[task_id]["result"] if task_id in tasks else None
+            if result and json.loads(result)["created"] != rows:
+                violations.append(f"import {task_id}: {result}")
+
+        # Events: every committed event to every subscription that existed when it happened.
+        events = await connection.fetch(
+            "SELECT payload ->> 'id' AS id, event_type, created_at FROM outbox "
+            "WHERE topic = 'event'"
+        )
+        subscriptions = await connection.fetch(
+            "SELECT url, events, created_at FROM webhook_subscriptions"
+        )
+        received = {(r.path, r.headers.get("webhook-id")) for r in receiver.requests()}
+        expected = {
+            (httpx.URL(s["url"]).path, e["id"])
+            for e in events
+            for s in subscriptions
+            if e["event_type"] in s["events"] and s["created_at"] <= e["created_at"]
+        }
+        lost_events = expected - received
+        if lost_events:
+            violations.append(f"{len(lost_events)} events not delivered, e.g. {min(lost_events)}")
+
+        # Scheduled fires: one record per job and slot, no slot skipped, each task final.
+        fires = await connection.fetch(
+            "SELECT r.job_name, r.fire_time, t.status FROM scheduler_runs r "
+            "LEFT JOIN tasks t ON t.id = r.task_id ORDER BY r.job_name, r.fire_time"
+        )
+        by_job: dict[str, list[dt.datetime]] = {}
+        for fire in fires:
+            by_job.setdefault(fire["job_name"], []).append(fire["fire_time"])
+            if fire["status"] not in FINAL:
+                violations.append(f"fire {fire['job_name']} {fire['fire_time']}: {fire['status']}")
+        skipped = 0
+        for job, times in by_job.items():
+            if len(times) != len(set(times)):
+                violations.append(f"{job}: a fire recorded twice")
+            slots = (times[-1] - times[0]).total_seconds() / SCHEDULE_EVERY + 1
+            skipped += round(slots) - len(times)
+        if skipped:
+            violations.append(f"{skipped} scheduled fires skipped")
+
+        # 5xx: only while an api replica was down (a killed replica answers nothing at all).
+        outside = [
+            e
+            for e in ledger.server_errors
+            if not any(start <= e[0] <= end + 1 for start, end in faults.api_down)
+        ]
+        violations += [f"{status} from {op} with every api up" for _, op, status in outside]
+    finally:
+        await connection.close()
+    return {
+        "operations_sent": sum(ledger.operations.values()),
+        "operations": dict(ledger.operations),
+        "requests_retried_with_same_key": ledger.retried_requests,
+        "replays_sent": ledger.replays,
+        "responses_by_status": {str(k): v for k, v in sorted(ledger.statuses.items())},
+        "faults_injected": sum(faults.injected.values()),
+        "faults": dict(faults.injected),
+        "faults_not_injected": faults.notes,
+        "tasks_accepted": len(ledger.tasks),
+        "tasks_lost": len(not_final),
+        "tasks_failed": len(failed),
+        "codes_aggregated": len(aggregated),
+        "events_committed": len(events),
+        "deliveries_expected": len(expected),
+        "events_lost": len(lost_events),
+        "duplicates": sum(duplicates.values()) + len(ledger.replay_mismatches),
+        "scheduled_fires": len(fires),
+        "scheduled_fires_skipped": skipped,
+        "server_errors": len(ledger.server_errors),
+        "recovery_after_worker_kill_s": faults.worker_recovery_s,
+        "backlog_drained_after_broker_restart_s": faults.broker_drain_s,
+        "violations": violations,
+    }
+
+
+async def fault_run(options: Options) -> dict[str, Any]:
+    from tests.webhook_receiver import Receiver
+
+    env = await asyncio.to_thread(environment, options.run_dir)
+    database_url = env["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
+    rng = random.Random(options.seed)
+    receiver = Receiver().start()
+    stack = Supervised(options.run_dir, env, [free_port(), free_port()])
+    ledger, faults = Ledger(), Faults()
+    injector: FaultInjector | None = None
+    try:
+        await asyncio.to_thread(stack.start)
+        workload = Workload(stack.api_urls, ledger, options.seed)
+        setup = Client(stack.api_urls, ledger, rng)
+        await workload.subscribe(setup, receiver.url("/all"))
+        await workload.op_ingest(setup, size=5)
+        injector = FaultInjector(stack, workload, receiver, database_url, faults, rng)
+        until = time.monotonic() + options.duration
+        late = asyncio.create_task(_subscribe_later(workload, setup, receiver, options.duration))
+        await asyncio.gather(
+            workload.run(options.clients, until),
+            injector.run(options.faults, options.fault_every, until),
+            late,
+        )
+        await setup.close()
+        settled_in = await settle(database_url, ledger, options.settle)
+        report = await check(database_url, ledger, faults, receiver)
+        report["settled_in_s"] = settled_in
+    finally:
+        if injector is None or injector.broker_down:
+            await asyncio.to_thread(rabbitmqctl, "start_app")
+        exit_code = await asyncio.to_thread(stack.stop)
+        receiver.stop()
+    sigkills = stack.sigkills()
+    report["supervisor_sigkills"] = len(sigkills)
+    report["supervisor_exit_code"] = exit_code
+    if sigkills:
+        report["violations"].append(f"supervisord SIGKILLed on stop: {sigkills[0]}")
+    report["seed"] = options.seed
+    report["duration_s"] = options.duration
+    report["logs"] = str(options.run_dir)
+    return report
+
+
+async def _subscribe_later(
+    workload: Workload, client: Client, receiver: Any, duration: float
+) -> None:
+    """A subscription made mid-run: it must get every event committed after it."""
+    await asyncio.sleep(duration / 3)
+    await workload.subscribe(client, receiver.url("/late"))
+
+
+def default_run_dir() -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = ROOT / ".run" / "chaos" / stamp
+    path.mkdir(parents=True, exist_ok=True)
+    return path
