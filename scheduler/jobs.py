@@ -51,7 +51,7 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
         "reap_stale_tasks",
         "* * * * *",
         50,
-        "Retry tasks whose worker stopped heart-beating (every minute)",
+        "Re-enqueue STARTED tasks whose worker is gone (every minute)",
     ),
     ScheduledJob(
         "prune_finished_tasks",

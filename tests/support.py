@@ -119,6 +119,27 @@ def prepare_vhost(name: str = TEST_VHOST) -> None:
     )
 
 
+def queue_consumers(queue: str) -> int:
+    """How many consumers RabbitMQ has on `queue` in the test vhost (one per worker process)."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", TEST_VHOST, "name", "consumers"],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    counts = dict(line.split("\t") for line in listed.splitlines() if "\t" in line)
+    return int(counts.get(queue, "0"))
+
+
+def wait_for_consumers(queue: str, count: int, timeout: float = 30.0) -> None:
+    """Block until `count` worker processes consume `queue` (their groups have booted)."""
+    deadline = time.monotonic() + timeout
+    while queue_consumers(queue) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {count} consumers on {queue} after {timeout}s")
+        time.sleep(0.2)
+
+
 def isolated_environment(suffix: str) -> dict[str, str]:
     """A fresh database and vhost of their own, for processes that must not share state with
     the in-process app of the test run (its outbox relay would do their work and hide a
@@ -174,11 +195,19 @@ class WorkerGroup:
             os.killpg(self.process.pid, 9)
             self.process.wait()
 
-    def stop(self) -> None:
-        # The leader alone: it passes SIGTERM on to dramatiq's processes, and a second
-        # SIGTERM (the whole group's) would make them abandon their messages.
+    def terminate(self) -> None:
+        """SIGTERM without waiting: an orderly stop (deploy, supervisor).
+
+        The leader alone: it passes SIGTERM on to dramatiq's processes, and a second
+        SIGTERM (the whole group's) would make them abandon their messages.
+        """
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        """An orderly stop, SIGKILL if it takes more than 20 s."""
+        if self.process and self.process.poll() is None:
+            self.terminate()
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -48,8 +49,14 @@ def _stop_with_master() -> None:
         stop_once()
 
 
+# Set once this worker process is told to stop (SIGTERM/SIGINT): long chunked tasks then hand
+# their task back at the next chunk boundary instead of running to the end (workers/progress).
+shutting_down = threading.Event()
+
+
 class WorkerSetup(Middleware):
-    """Structured logs in every worker process; worker processes stop with their master."""
+    """Structured logs in every worker process; worker processes stop with their master;
+    running tasks learn when their worker process is stopping."""
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         _stop_with_master()
@@ -57,6 +64,11 @@ class WorkerSetup(Middleware):
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_format)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Emitted before dramatiq stops and joins its worker threads; the event loop thread
+        # (AsyncIO middleware) lives until after_worker_shutdown, so tasks can still clean up.
+        shutting_down.set()
 
 
 broker = RabbitmqBroker(

@@ -19,6 +19,7 @@ from app.models import (
     TaskStatus,
 )
 from app.outbox import send_task_messages
+from app.tasks.locks import TASK_LOCK_NAMESPACE, lock_is_held_sql, task_lock_key
 from app.tasks.schemas import TaskOut, TaskProgress
 
 
@@ -89,30 +90,72 @@ async def cancel_task(session: AsyncSession, task_id: uuid.UUID) -> TaskOut:
 
 
 async def reap_stale_tasks(session: AsyncSession, stale_after_s: float) -> dict[str, int]:
-    """STARTED tasks whose heartbeat stopped (worker killed): retry, or fail if out of attempts."""
+    """STARTED tasks whose worker is gone: retry them now, or fail them if out of attempts.
+
+    A task's owner holds its advisory lock (app/tasks/locks.py) for the whole run, so a
+    STARTED task whose lock is free has no live owner and is re-enqueued at once. A stale
+    heartbeat alone proves nothing: a slow worker still holding the lock is left alone
+    (counted as `held`). Candidates come from pg_locks (lock looks free) or the heartbeat
+    (the old rule, independent of pg_locks); each is then confirmed by taking its lock for
+    this transaction, under the row lock: a worker claiming it meanwhile either got the
+    lock first (we skip) or waits for our commit and finds it RETRYING (it claims then).
+    """
+    candidates = (
+        (
+            await session.execute(
+                text(
+                    f"""
+                SELECT id FROM tasks t WHERE status = :started
+                  AND (NOT {lock_is_held_sql("t.id")}
+                       OR heartbeat_at < now() - make_interval(secs => :stale))
+                FOR UPDATE SKIP LOCKED
+                """
+                ),
+                {"started": TaskStatus.STARTED.value, "stale": stale_after_s},
+            )
+        )
+        .scalars()
+        .all()
+    )
+    orphans = [
+        task_id
+        for task_id in candidates
+        if (
+            await session.execute(
+                text("SELECT pg_try_advisory_xact_lock(:namespace, :key)"),
+                {"namespace": TASK_LOCK_NAMESPACE, "key": task_lock_key(task_id)},
+            )
+        ).scalar_one()
+    ]
     rows = (
         await session.execute(
             text(
                 """
                 UPDATE tasks SET
-                    status = CASE WHEN attempts < max_attempts THEN 'RETRYING' ELSE 'FAILURE' END,
+                    status = CASE WHEN attempts < max_attempts THEN :retrying ELSE :failure END,
                     finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,
                     error = jsonb_build_object(
                         'type', 'WorkerLost',
                         'message', 'The worker running this task stopped responding')
-                WHERE id IN (
-                    SELECT id FROM tasks WHERE status = 'STARTED'
-                      AND heartbeat_at < now() - make_interval(secs => :stale)
-                    FOR UPDATE SKIP LOCKED)
+                WHERE id = ANY(:ids) AND status = :started
                 RETURNING id, kind, status
                 """
             ),
-            {"stale": stale_after_s},
+            {
+                "ids": orphans,
+                "started": TaskStatus.STARTED.value,
+                "retrying": TaskStatus.RETRYING.value,
+                "failure": TaskStatus.FAILURE.value,
+            },
         )
     ).all()
     retried = [row for row in rows if row.status == TaskStatus.RETRYING]
     await send_task_messages(session, [(row.kind, row.id) for row in retried])
-    return {"retried": len(retried), "failed": len(rows) - len(retried)}
+    return {
+        "retried": len(retried),
+        "failed": len(rows) - len(retried),
+        "held": len(candidates) - len(orphans),
+    }
 
 
 async def prune_finished_tasks(session: AsyncSession, older_than_days: int) -> dict[str, int]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+import asyncpg
 from sqlalchemy import func, select, text
 
 from app.db import transaction
 from app.models import IdempotencyKey, OutboxMessage, SchedulerRun, Task
+from app.tasks.locks import TASK_LOCK_NAMESPACE, task_lock_key
 from app.tasks.service import prune_finished_tasks, reap_stale_tasks
+from tests import support
 
 
 async def _task(
@@ -39,22 +42,46 @@ async def _status(task_id: uuid.UUID) -> str | None:
         ).scalar_one_or_none()
 
 
-async def test_reaper_retries_dead_tasks_and_fails_exhausted_ones():
-    dead = await _task("STARTED", heartbeat_age_s=600)
+async def _hold_lock(task_id: uuid.UUID) -> asyncpg.Connection:
+    """Take a task's advisory lock the way a worker does: a session lock on its own connection."""
+    connection = await asyncpg.connect(support.TEST_DATABASE_URL.replace("+asyncpg", ""))
+    assert await connection.fetchval(
+        "SELECT pg_try_advisory_lock($1, $2)", TASK_LOCK_NAMESPACE, task_lock_key(task_id)
+    )
+    return connection
+
+
+async def test_reaper_retries_tasks_whose_lock_is_free_and_never_held_ones():
+    # Lock free: the owner is gone, however fresh its last beat.
+    dead = await _task("STARTED", heartbeat_age_s=1)
     exhausted = await _task("STARTED", heartbeat_age_s=600, attempts=4)
+    # Lock held: alive, even when its heartbeat is an hour old (a slow worker).
     alive = await _task("STARTED", heartbeat_age_s=1)
+    slow = await _task("STARTED", heartbeat_age_s=3600)
+    holders = [await _hold_lock(alive), await _hold_lock(slow)]
+    try:
+        async with transaction() as session:
+            reaped = await reap_stale_tasks(session, 60)
+        assert reaped == {"retried": 1, "failed": 1, "held": 1}  # `slow`: stale beat, lock held
+        assert await _status(dead) == "RETRYING"
+        assert await _status(exhausted) == "FAILURE"
+        assert await _status(alive) == "STARTED"
+        assert await _status(slow) == "STARTED"
+        async with transaction() as session:
+            message_ids = (
+                (await session.execute(select(OutboxMessage.payload["message_id"].astext)))
+                .scalars()
+                .all()
+            )
+        assert message_ids == [str(dead)]  # re-enqueued under the task id: stays idempotent
+    finally:
+        for holder in holders:
+            await holder.close()
+
+    # Their connections ended (the worker died): both are taken back on the next round.
     async with transaction() as session:
-        assert await reap_stale_tasks(session, 60) == {"retried": 1, "failed": 1}
-    assert await _status(dead) == "RETRYING"
-    assert await _status(exhausted) == "FAILURE"
-    assert await _status(alive) == "STARTED"
-    async with transaction() as session:
-        message_ids = (
-            (await session.execute(select(OutboxMessage.payload["message_id"].astext)))
-            .scalars()
-            .all()
-        )
-    assert message_ids == [str(dead)]  # re-enqueued under the task id: redelivery stays idempotent
+        assert await reap_stale_tasks(session, 60) == {"retried": 2, "failed": 0, "held": 0}
+    assert await _status(alive) == await _status(slow) == "RETRYING"
 
 
 def _idempotency_key(key: str, expires_in: dt.timedelta) -> IdempotencyKey:

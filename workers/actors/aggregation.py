@@ -21,7 +21,7 @@ class AggregationCheckpoint(msgspec.Struct):
     errors: list[AggregationError] = msgspec.field(default_factory=list)
 
 
-@task_actor("aggregate_products", time_limit_s=30 * 60)
+@task_actor("aggregate_products", time_limit_s=30 * 60, stops_on_shutdown=True)
 async def aggregate_products(ctx: TaskContext) -> Any:
     """Aggregate `unique_codes` into `batch_id`, committing progress with each chunk."""
     batch_id: int = ctx.params["batch_id"]

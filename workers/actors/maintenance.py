@@ -1,4 +1,4 @@
-"""Task-table housekeeping: reap tasks whose worker died, prune old finished ones."""
+"""Task-table housekeeping: reap tasks whose worker is gone (lock free), prune old finished ones."""
 
 from __future__ import annotations
 

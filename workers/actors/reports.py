@@ -10,7 +10,7 @@ from app.reports.service import generate_report as generate
 from workers.progress import TaskContext, TaskFailed, task_actor
 
 
-@task_actor("generate_report", time_limit_s=30 * 60, max_retries=3)
+@task_actor("generate_report", time_limit_s=30 * 60, max_retries=3, stops_on_shutdown=True)
 async def generate_report(ctx: TaskContext) -> Any:
     params = ctx.params
     try:

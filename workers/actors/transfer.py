@@ -13,7 +13,7 @@ from app.transfer.service import run_export, run_import
 from workers.progress import TaskContext, TaskFailed, task_actor
 
 
-@task_actor("import_batches", time_limit_s=60 * 60, max_retries=3)
+@task_actor("import_batches", time_limit_s=60 * 60, max_retries=3, stops_on_shutdown=True)
 async def import_batches(ctx: TaskContext) -> Any:
     try:
         return await run_import(ctx)
@@ -23,7 +23,7 @@ async def import_batches(ctx: TaskContext) -> Any:
         raise TaskFailed("The uploaded file is no longer in storage") from exc
 
 
-@task_actor("export_batches", time_limit_s=60 * 60, max_retries=3)
+@task_actor("export_batches", time_limit_s=60 * 60, max_retries=3, stops_on_shutdown=True)
 async def export_batches(ctx: TaskContext) -> Any:
     filters = msgspec.convert(ctx.params.get("filters") or {}, ExportFilters)
     return await run_export(

@@ -1,0 +1,42 @@
+"""The per-task advisory lock: whoever holds it runs the task.
+
+A worker takes `pg_try_advisory_lock(TASK_LOCK_NAMESPACE, task_lock_key(id))` on a dedicated
+connection before it claims a task and holds it until the task is finished. PostgreSQL drops
+a session lock the moment its connection ends, so "lock free" means "no live owner".
+
+This is the two-int key form; the scheduler's leader lock (scheduler/leader.py) uses the
+one-bigint form, which PostgreSQL keeps in a separate key space (objsubid 1 vs 2), and a
+different constant besides. The second int is the first 32 bits of the task's uuid: two
+tasks that share them (about 1 in 4 billion per pair) only make each other wait.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+TASK_LOCK_NAMESPACE: Final = 0x50435441  # "PCTA"; the scheduler leader uses 0x50435343
+
+# application_name of a lock connection, so `pg_stat_activity` shows which task it holds.
+TASK_LOCK_APPLICATION: Final = "pc-task "
+
+
+def task_lock_key(task_id: uuid.UUID) -> int:
+    """The lock's second key: the uuid's first 32 bits as a signed int4."""
+    return int.from_bytes(task_id.bytes[:4], "big", signed=True)
+
+
+def lock_is_held_sql(id_column: str) -> str:
+    """SQL that is true while some session holds the lock of the task in `id_column`.
+
+    pg_locks shows the two-int form as classid = key 1, objid = key 2 (as an unsigned oid),
+    objsubid = 2. A hint only, read without locking: the reaper confirms it with a try-lock.
+    """
+    return f"""EXISTS (
+        SELECT 1 FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid::bigint = {TASK_LOCK_NAMESPACE}
+          AND l.objid::bigint
+              = ('x' || left(replace({id_column}::text, '-', ''), 8))::bit(32)::bigint
+    )"""
