@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 import structlog
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from sqlalchemy import func, select
 
 from app.api_support import provide_session
@@ -21,6 +20,7 @@ from app.logging import configure_logging
 from app.middleware import api_key_auth, ensure_request_id, request_context
 from app.models import ApiKey
 from app.storage import storage_lifespan
+from app.system.api import swagger_ui
 from app.wiring import api_routes, outbox_relay
 
 log = structlog.get_logger(__name__)
@@ -88,10 +88,8 @@ def create_app() -> Litestar:
                 "background jobs with pollable progress. Errors are RFC 9457 problem+json."
             ),
             path="/schema",
-            render_plugins=[
-                ScalarRenderPlugin(path="/scalar"),
-                SwaggerRenderPlugin(path="/swagger"),
-            ],
+            # Swagger UI served from the api's own assets; every page works offline.
+            render_plugins=[swagger_ui("/swagger")],
         ),
         debug=False,
     )

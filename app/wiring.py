@@ -29,7 +29,7 @@ def api_routes() -> list[ControllerRouterHandler]:
     from app.products.api import ProductController
     from app.reports.api import ReportController
     from app.schedule.api import ScheduleController
-    from app.system.api import docs, health, health_head, ready
+    from app.system.api import docs, docs_assets, health, health_head, ready
     from app.tasks.api import TaskController
     from app.transfer.api import TransferController
     from app.webhooks.api import WebhookController
@@ -40,6 +40,7 @@ def api_routes() -> list[ControllerRouterHandler]:
         health_head,
         ready,
         docs,
+        docs_assets(),
         BatchController,
         ProductController,
         AggregationController,
