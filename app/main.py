@@ -17,6 +17,7 @@ from app.config import VERSION, get_settings
 from app.db import dispose_engine, transaction
 from app.errors import exception_handlers
 from app.logging import configure_logging
+from app.metrics.api import http_metrics
 from app.middleware import api_key_auth, ensure_request_id, request_context
 from app.models import ApiKey
 from app.storage import storage_lifespan
@@ -73,7 +74,8 @@ def create_app() -> Litestar:
         route_handlers=api_routes(),
         dependencies={"db": provide_session},
         exception_handlers=exception_handlers,
-        middleware=[request_context, api_key_auth, cache_status_header],
+        # Metrics outermost: their latency covers the whole request, 401s included.
+        middleware=[http_metrics.middleware, request_context, api_key_auth, cache_status_header],
         before_send=[ensure_request_id],
         lifespan=[lifespan, storage_lifespan],
         request_max_body_size=settings.max_body_size,

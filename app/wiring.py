@@ -25,6 +25,7 @@ def api_routes() -> list[ControllerRouterHandler]:
     from app.aggregation.api import AggregationController
     from app.analytics.api import AnalyticsController
     from app.batches.api import BatchController
+    from app.metrics.api import metrics
     from app.notifications.api import NotificationController
     from app.products.api import ProductController
     from app.reports.api import ReportController
@@ -41,6 +42,7 @@ def api_routes() -> list[ControllerRouterHandler]:
         ready,
         docs,
         docs_assets(),
+        metrics,
         BatchController,
         ProductController,
         AggregationController,

@@ -3,15 +3,21 @@
 Each group is the `dramatiq` CLI bound to one queue with that queue's concurrency
 (WORKER_CONCURRENCY_<QUEUE> threads x WORKER_PROCESSES processes), so a long export never
 delays a webhook. SIGINT/SIGTERM are passed on and we wait for a clean shutdown.
+
+Each group serves its metrics (dramatiq's Prometheus middleware, plus task durations) on
+WORKER_METRICS_PORT_<QUEUE>, collected across its processes through a fresh directory of
+its own (prometheus_client's multiprocess mode), removed when the group stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from app.config import get_settings
@@ -38,12 +44,37 @@ def command_for(queue: str) -> list[str]:
     ]
 
 
+# Read by dramatiq.middleware.prometheus and prometheus_client at import, hence per process.
+METRICS_ENV = ("dramatiq_prom_host", "dramatiq_prom_port", "dramatiq_prom_db")
+MULTIPROCESS_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+
+
+def environment_for(queue: str, metrics_dir: str) -> dict[str, str]:
+    """The group's environment: its metrics port and directory, or no exporter (port 0)."""
+    settings = get_settings()
+    env = {k: v for k, v in os.environ.items() if k not in METRICS_ENV + MULTIPROCESS_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    port = getattr(settings, f"worker_metrics_port_{queue}")
+    if port:
+        env.update(
+            dramatiq_prom_host=settings.worker_metrics_host,
+            dramatiq_prom_port=str(port),
+            dramatiq_prom_db=metrics_dir,
+        )
+        env.update(dict.fromkeys(MULTIPROCESS_ENV, metrics_dir))
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     parser.add_argument("--queues", nargs="+", choices=QUEUES, default=list(QUEUES))
     args = parser.parse_args(argv)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    groups = {queue: subprocess.Popen(command_for(queue), env=env) for queue in args.queues}
+    # A fresh directory per group and run: files left by another run would be counted too.
+    metrics_dirs = {q: tempfile.mkdtemp(prefix=f"worker-metrics-{q}-") for q in args.queues}
+    groups = {
+        queue: subprocess.Popen(command_for(queue), env=environment_for(queue, metrics_dirs[queue]))
+        for queue in args.queues
+    }
 
     def forward(signum: int, _frame: object) -> None:
         for process in groups.values():
@@ -57,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.2)
     forward(signal.SIGTERM, None)
     codes = [process.wait() for process in groups.values()]
+    for directory in metrics_dirs.values():
+        shutil.rmtree(directory, ignore_errors=True)
     return max(codes, default=0)
 
 

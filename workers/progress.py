@@ -24,6 +24,7 @@ from typing import Any
 import dramatiq
 import sqlalchemy.exc
 import structlog
+from prometheus_client import Histogram
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +34,15 @@ from app.tasks.kinds import TASK_QUEUES
 from workers.broker import broker
 
 log = structlog.get_logger(__name__)
+
+# Served by the worker group's metrics port (workers/__main__.py): one observation per run
+# of a task, labelled by its kind and how the run ended (both closed sets).
+TASK_DURATION = Histogram(
+    "production_control_task_duration_seconds",
+    "Time from claiming a task to finishing this run of it",
+    ["kind", "status"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
+)
 
 
 def heartbeat_seconds() -> float:
@@ -259,10 +269,12 @@ async def run_task(
         log.info("task started", attempt=claimed.attempts)
         ctx = TaskContext(task_id, claimed.params or {}, claimed.checkpoint, claimed.attempts)
         heartbeat = asyncio.create_task(_heartbeat(task_id))
+        outcome = "FAILURE"
         try:
             result = await fn(ctx)
         except TaskCancelled:
             await _finish(task_id, "CANCELLED", message="Cancelled on request")
+            outcome = "CANCELLED"
             log.info("task cancelled")
             return
         except TaskFailed as exc:
@@ -273,17 +285,21 @@ async def run_task(
             return
         except Exception as exc:
             retry = is_retryable(exc) and claimed.attempts < claimed.max_attempts
+            outcome = "RETRYING" if retry else "FAILURE"
             await _finish(
                 task_id,
-                "RETRYING" if retry else "FAILURE",
+                outcome,
                 error={"type": type(exc).__name__, "message": str(exc) or repr(exc)},
             )
             log.exception("task error", will_retry=retry)
             raise
+        else:
+            await _finish(task_id, "SUCCESS", result=result)
+            outcome = "SUCCESS"
+            log.info("task finished", duration_ms=round((time.monotonic() - started) * 1000, 1))
         finally:
             heartbeat.cancel()
-        await _finish(task_id, "SUCCESS", result=result)
-        log.info("task finished", duration_ms=round((time.monotonic() - started) * 1000, 1))
+            TASK_DURATION.labels(kind, outcome).observe(time.monotonic() - started)
     finally:
         structlog.contextvars.unbind_contextvars("task_id", "actor", "queue")
 
