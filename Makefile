@@ -120,9 +120,13 @@ scheduler-run: sync ## fire one scheduled job now: make scheduler-run JOB=close_
 up: ## compose: the whole stack in containers
 	docker compose --profile app up -d --build
 
+.PHONY: monitoring
+monitoring: ## compose: the stack plus Prometheus (:9090) and Grafana (:3000)
+	docker compose --profile app --profile monitoring up -d --build
+
 .PHONY: down
 down: ## compose: stop the stack
-	docker compose --profile app down
+	docker compose --profile app --profile monitoring down
 
 .PHONY: logs
 logs: ## compose: follow logs

@@ -44,6 +44,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # `make run` replicas (ops/supervise.py): api N listens on API_PORT + N - 1.
     api_replicas: int = 1
     scheduler_replicas: int = 1
+    # Each worker group serves dramatiq's Prometheus metrics (and task durations) on its own
+    # port; 0 turns a group's exporter off.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port_fast: int = 9191
+    worker_metrics_port_heavy: int = 9192
+    worker_metrics_port_webhooks: int = 9193
+    # Set: GET /metrics wants `Authorization: Bearer <token>`; empty: open like /health.
+    metrics_token: str = ""
     presign_ttl: int = 7 * 24 * 3600
     file_retention_days: int = 30
     # Import upload limits: bytes on the wire, data rows, and what an xlsx (a zip) may expand to.

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 import structlog
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from sqlalchemy import func, select
 
 from app.api_support import provide_session
@@ -19,9 +18,11 @@ from app.db import dispose_engine, transaction
 from app.errors import exception_handlers
 from app.idempotency import idempotency
 from app.logging import configure_logging
+from app.metrics.api import http_metrics
 from app.middleware import api_key_auth, ensure_request_id, request_context
 from app.models import ApiKey
 from app.storage import storage_lifespan
+from app.system.api import swagger_ui
 from app.wiring import api_routes, outbox_relay
 
 log = structlog.get_logger(__name__)
@@ -74,8 +75,15 @@ def create_app() -> Litestar:
         route_handlers=api_routes(),
         dependencies={"db": provide_session},
         exception_handlers=exception_handlers,
+        # Metrics outermost: their latency covers the whole request, 401s included.
         # Idempotency innermost: it needs the authenticated key, and owns the transaction.
-        middleware=[request_context, api_key_auth, cache_status_header, idempotency],
+        middleware=[
+            http_metrics.middleware,
+            request_context,
+            api_key_auth,
+            cache_status_header,
+            idempotency,
+        ],
         before_send=[ensure_request_id],
         lifespan=[lifespan, storage_lifespan],
         request_max_body_size=settings.max_body_size,
@@ -90,10 +98,8 @@ def create_app() -> Litestar:
                 "background jobs with pollable progress. Errors are RFC 9457 problem+json."
             ),
             path="/schema",
-            render_plugins=[
-                ScalarRenderPlugin(path="/scalar"),
-                SwaggerRenderPlugin(path="/swagger"),
-            ],
+            # Swagger UI served from the api's own assets; every page works offline.
+            render_plugins=[swagger_ui("/swagger")],
         ),
         debug=False,
     )

@@ -20,7 +20,8 @@ from app.models import ApiKey
 
 access_log = structlog.get_logger("app.access")
 
-OPEN_PATHS = ("/health", "/ready", "/docs", "/schema")
+# /metrics has its own optional token (METRICS_TOKEN), checked by its handler.
+OPEN_PATHS = ("/health", "/ready", "/docs", "/schema", "/metrics")
 
 # Where api_key_auth leaves the hash of the key a request authenticated with.
 AUTHENTICATED_KEY = "api_key_hash"

@@ -25,11 +25,12 @@ def api_routes() -> list[ControllerRouterHandler]:
     from app.aggregation.api import AggregationController
     from app.analytics.api import AnalyticsController
     from app.batches.api import BatchController
+    from app.metrics.api import metrics
     from app.notifications.api import NotificationController
     from app.products.api import ProductController
     from app.reports.api import ReportController
     from app.schedule.api import ScheduleController
-    from app.system.api import docs, health, health_head, ready
+    from app.system.api import docs, docs_assets, health, health_head, ready
     from app.tasks.api import TaskController
     from app.transfer.api import TransferController
     from app.webhooks.api import WebhookController
@@ -40,6 +41,8 @@ def api_routes() -> list[ControllerRouterHandler]:
         health_head,
         ready,
         docs,
+        docs_assets(),
+        metrics,
         BatchController,
         ProductController,
         AggregationController,

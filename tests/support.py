@@ -54,6 +54,10 @@ def test_environment() -> dict[str, str]:
         "API_KEYS": "",
         "ALLOW_ANONYMOUS": "true",
         "TASK_STALE_AFTER": "6",
+        # Worker metrics exporters off: suites running side by side would fight over ports.
+        "WORKER_METRICS_PORT_FAST": "0",
+        "WORKER_METRICS_PORT_HEAVY": "0",
+        "WORKER_METRICS_PORT_WEBHOOKS": "0",
     }
 
 

@@ -79,6 +79,12 @@ broker = RabbitmqBroker(
 )
 broker.add_middleware(AsyncIO())
 broker.add_middleware(WorkerSetup())
+# A worker group started with a metrics port (workers/__main__.py) serves dramatiq's metrics
+# there; the api and the scheduler, which only enqueue, never set one.
+if os.environ.get("dramatiq_prom_port"):  # noqa: SIM112 (dramatiq spells it so)
+    from dramatiq.middleware.prometheus import Prometheus
+
+    broker.add_middleware(Prometheus())
 for queue in QUEUES:
     broker.declare_queue(queue)
 dramatiq.set_broker(broker)

@@ -56,6 +56,7 @@ import dramatiq
 import msgspec
 import sqlalchemy.exc
 import structlog
+from prometheus_client import Histogram
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -67,6 +68,15 @@ from app.tasks.locks import TASK_LOCK_APPLICATION, TASK_LOCK_NAMESPACE, task_loc
 from workers.broker import broker, shutting_down
 
 log = structlog.get_logger(__name__)
+
+# Served by the worker group's metrics port (workers/__main__.py): one observation per run
+# of a task, labelled by its kind and how the run ended (both closed sets).
+TASK_DURATION = Histogram(
+    "production_control_task_duration_seconds",
+    "Time from claiming a task to finishing this run of it",
+    ["kind", "status"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
+)
 
 
 def heartbeat_seconds() -> float:
@@ -480,7 +490,7 @@ async def run_task(
                     lock=lock,
                     stops_on_shutdown=stops_on_shutdown,
                 )
-                await _run_claimed(lock, claimed, ctx, fn)
+                await _run_claimed(kind, lock, claimed, ctx, fn)
         finally:
             await lock.release()
     finally:
@@ -488,6 +498,7 @@ async def run_task(
 
 
 async def _run_claimed(
+    kind: str,
     lock: TaskLock,
     claimed: Claim,
     ctx: TaskContext,
@@ -497,10 +508,12 @@ async def _run_claimed(
     task_id, attempt = lock.task_id, claimed.attempts
     log.info("task started", attempt=attempt)
     heartbeat = asyncio.create_task(_heartbeat(lock, attempt))
+    outcome = TaskStatus.FAILURE
     try:
         result = await fn(ctx)
     except TaskCancelled:
-        await _finish(task_id, attempt, TaskStatus.CANCELLED, message="Cancelled on request")
+        outcome = TaskStatus.CANCELLED
+        await _finish(task_id, attempt, outcome, message="Cancelled on request")
         log.info("task cancelled")
         return
     except TaskFailed as exc:
@@ -509,6 +522,7 @@ async def _run_claimed(
         log.info("task failed", error=str(exc))
         return
     except TaskInterrupted as exc:
+        outcome = TaskStatus.RETRYING
         if await _hand_back(task_id, attempt, str(exc)):
             log.info("task handed back to the queue", reason=str(exc))
             raise TaskRequeued(f"task {task_id} handed back: {exc}") from exc
@@ -516,20 +530,24 @@ async def _run_claimed(
         return
     except Exception as exc:
         retry = is_retryable(exc) and attempt < claimed.max_attempts
+        outcome = TaskStatus.RETRYING if retry else TaskStatus.FAILURE
         await _finish(
             task_id,
             attempt,
-            TaskStatus.RETRYING if retry else TaskStatus.FAILURE,
+            outcome,
             error={"type": type(exc).__name__, "message": str(exc) or repr(exc)},
         )
         log.exception("task error", will_retry=retry)
         raise
+    else:
+        outcome = TaskStatus.SUCCESS
+        await _finish(task_id, attempt, outcome, result=result)
+        log.info("task finished", duration_ms=round((time.monotonic() - started) * 1000, 1))
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
-    await _finish(task_id, attempt, TaskStatus.SUCCESS, result=result)
-    log.info("task finished", duration_ms=round((time.monotonic() - started) * 1000, 1))
+        TASK_DURATION.labels(kind, outcome.value).observe(time.monotonic() - started)
 
 
 def _retry_when(max_retries: int) -> Callable[[int, BaseException], bool]:

@@ -13,9 +13,18 @@ from app.config import get_settings
 from app.tasks.kinds import QUEUES
 
 
-def queue_depths() -> list[tuple[str, int, int]]:
-    """(queue, ready messages, consumers) for each queue and its .DQ/.XQ companions."""
-    connection = pika.BlockingConnection(pika.URLParameters(get_settings().rabbitmq_url))
+def queue_depths(timeout: float | None = None) -> list[tuple[str, int, int]]:
+    """(queue, ready messages, consumers) for each queue and its .DQ/.XQ companions.
+
+    With a timeout, a broker that is down or hangs fails fast (the api's /metrics).
+    """
+    params = pika.URLParameters(get_settings().rabbitmq_url)
+    if timeout is not None:
+        params.socket_timeout = timeout
+        params.blocked_connection_timeout = timeout
+        params.stack_timeout = timeout
+        params.connection_attempts = 1
+    connection = pika.BlockingConnection(params)
     rows = []
     try:
         for queue in QUEUES:

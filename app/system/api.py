@@ -1,14 +1,22 @@
-"""Liveness and readiness, outside /api/v1, plus the docs page at /docs."""
+"""Liveness and readiness, outside /api/v1, plus the docs page at /docs.
+
+The docs load Swagger UI from the api itself (the files of the swagger-ui-py package, served
+under /docs/assets): factories run offline, and a page that fetches its script from a CDN
+is a blank page there.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response, get, head
-from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar import MediaType, Request, Response, Router, get, head
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
 from sqlalchemy import text
 
 from app.config import VERSION, get_settings
@@ -82,10 +90,39 @@ async def ready() -> Response[Readiness]:
     )
 
 
-_scalar = ScalarRenderPlugin()
+DOCS_ASSETS = "/docs/assets"
+
+
+def _swagger_ui_files() -> Path:
+    """swagger-ui-py's copy of the Swagger UI distribution (with its LICENSE), located
+    without importing the package (its import pulls in template engines we don't use)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("swagger-ui-py is not installed: the docs have no assets")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def swagger_ui(path: str) -> SwaggerRenderPlugin:
+    """A Swagger UI page whose script, styles and icon all come from DOCS_ASSETS."""
+    return SwaggerRenderPlugin(
+        path=path,
+        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+    )
+
+
+def docs_assets() -> Router:
+    return create_static_files_router(
+        path=DOCS_ASSETS, directories=[_swagger_ui_files()], include_in_schema=False
+    )
+
+
+_swagger = swagger_ui("/docs")
 
 
 @get("/docs", include_in_schema=False, media_type=MediaType.HTML)
 async def docs(request: Request[Any, Any, Any]) -> bytes:
     schema = request.app.openapi_schema.to_schema()
-    return _scalar.render(request, schema)
+    return _swagger.render(request, schema)
