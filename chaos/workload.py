@@ -44,6 +44,7 @@ class Ledger:
     tasks: dict[str, str] = field(default_factory=dict)  # accepted task id -> kind
     async_codes: dict[str, list[str]] = field(default_factory=dict)  # task id -> codes
     import_rows: dict[str, int] = field(default_factory=dict)  # task id -> data rows sent
+    subscribed_at: dict[str, float] = field(default_factory=dict)  # receiver path -> unix time
 
 
 class Client:
@@ -338,6 +339,7 @@ class Workload:
         self._accepted("export", "export_batches", client, response)
 
     async def subscribe(self, client: Client, url: str) -> None:
+        """Subscribe `url` to every event; noted with the time its 201 arrived (committed)."""
         response = await client.send(
             "subscribe",
             "POST",
@@ -357,4 +359,5 @@ class Workload:
                 "timeout": 5,
             },
         )
-        client.expect("subscribe", response, 201)
+        if client.expect("subscribe", response, 201):
+            self.ledger.subscribed_at[httpx.URL(url).path] = time.time()
