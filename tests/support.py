@@ -337,7 +337,7 @@ class Stack:
             return False
         return bool(infos) and all(info["statename"] == "RUNNING" for info in infos)
 
-    def wait_restarted(self, program: str, old_pid: int, timeout: float = 30.0) -> int:
+    def wait_restarted(self, program: str, old_pid: int, timeout: float = 60.0) -> int:
         """Wait until `program` runs again under a new pid; returns that pid."""
         deadline = time.monotonic() + timeout
         info = self.info(program)
