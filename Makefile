@@ -9,7 +9,6 @@ API_HOST ?= 127.0.0.1
 API_PORT ?= 8000
 S3_PORT ?= 9000
 Q ?= fast
-JOB ?= close_expired_batches
 
 export PYTHONUNBUFFERED := 1
 
@@ -99,7 +98,7 @@ api-key: sync ## create an API key (printed once; stored hashed): make api-key n
 
 .PHONY: scheduler-run
 scheduler-run: sync ## fire one scheduled job now: make scheduler-run JOB=close_expired_batches
-	$(RUN) python -m scheduler run $(JOB)
+	@$(RUN) python -m scheduler run $(JOB)
 
 .PHONY: up
 up: ## compose: the whole stack in containers

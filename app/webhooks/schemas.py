@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from app.errors import NO_NUL
 from app.outbox import EVENTS
 
 WebhookEvent = Literal[
@@ -47,6 +48,7 @@ SecretKey = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=1024,
+        pattern=NO_NUL,
         description=(
             "HMAC key (write-only, never returned). `whsec_<base64>` keys are base64-decoded "
             "for the Standard Webhooks signature, as that spec's libraries expect."
