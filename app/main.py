@@ -13,7 +13,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.types import ControllerRouterHandler
 from sqlalchemy import func, select
 
-from app.aggregation.api import AggregationController
+from app.aggregation.api import AggregationController, aggregate_via_products
 from app.analytics.api import AnalyticsController
 from app.api_support import provide_session
 from app.batches.api import BatchController
@@ -21,6 +21,7 @@ from app.cache import CacheListener, cache_status_header, read_cache
 from app.config import VERSION, get_settings
 from app.db import dispose_engine, transaction
 from app.errors import exception_handlers
+from app.json_body import json_body_gate
 from app.logging import configure_logging
 from app.middleware import api_key_auth, ensure_request_id, request_context
 from app.models import ApiKey
@@ -46,6 +47,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     BatchController,
     ProductController,
     AggregationController,
+    aggregate_via_products,
     TaskController,
     WorkCenterController,
     AnalyticsController,
@@ -104,7 +106,7 @@ def create_app() -> Litestar:
         route_handlers=ROUTE_HANDLERS,
         dependencies={"db": provide_session},
         exception_handlers=exception_handlers,
-        middleware=[request_context, api_key_auth, cache_status_header],
+        middleware=[request_context, api_key_auth, json_body_gate, cache_status_header],
         before_send=[ensure_request_id],
         lifespan=[lifespan, storage_lifespan],
         request_max_body_size=settings.max_body_size,

@@ -22,6 +22,12 @@ class AggregateRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     ) = msgspec.UNSET
 
 
+class AggregateListRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The body of the alternative path POST /products/batches/{batch_id}/aggregate."""
+
+    unique_codes: Annotated[list[UniqueCode], msgspec.Meta(min_length=1, max_length=MAX_SYNC_CODES)]
+
+
 class AggregateAsyncRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     unique_codes: Annotated[
         list[UniqueCode], msgspec.Meta(min_length=1, max_length=MAX_ASYNC_CODES)
@@ -39,3 +45,9 @@ class AggregationSummary(msgspec.Struct):
     aggregated: int
     failed: int
     errors: list[AggregationError]
+
+
+class AggregationOutcome(AggregationSummary):
+    """The summary as the alternative path answers it: `success` is `failed == 0`."""
+
+    success: bool
