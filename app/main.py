@@ -26,6 +26,7 @@ from app.logging import configure_logging
 from app.middleware import api_key_auth, ensure_request_id, request_context
 from app.models import ApiKey
 from app.notifications.api import NotificationController
+from app.openapi import finish_openapi
 from app.outbox import OutboxRelay
 from app.products.api import ProductController
 from app.reports.api import ReportController
@@ -102,7 +103,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 def create_app() -> Litestar:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return Litestar(
+    app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         dependencies={"db": provide_session},
         exception_handlers=exception_handlers,
@@ -128,3 +129,5 @@ def create_app() -> Litestar:
         ),
         debug=False,
     )
+    finish_openapi(app)
+    return app
