@@ -23,7 +23,12 @@ from app.db import dispose_engine, transaction
 from app.errors import exception_handlers
 from app.json_body import json_body_gate
 from app.logging import configure_logging
-from app.middleware import api_key_auth, ensure_request_id, request_context
+from app.middleware import (
+    api_key_auth,
+    complete_allow_header,
+    ensure_request_id,
+    request_context,
+)
 from app.models import ApiKey
 from app.notifications.api import NotificationController
 from app.openapi import finish_openapi
@@ -108,7 +113,7 @@ def create_app() -> Litestar:
         dependencies={"db": provide_session},
         exception_handlers=exception_handlers,
         middleware=[request_context, api_key_auth, json_body_gate, cache_status_header],
-        before_send=[ensure_request_id],
+        before_send=[ensure_request_id, complete_allow_header],
         lifespan=[lifespan, storage_lifespan],
         request_max_body_size=settings.max_body_size,
         # structlog owns logging (configure_logging above); Litestar's default config would

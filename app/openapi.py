@@ -26,6 +26,17 @@ from app.errors import PROBLEM_JSON
 
 PROBLEM_REF = "#/components/schemas/Problem"
 METHODS = ("get", "put", "post", "delete", "patch", "head")
+BODY_KEYWORDS = ("description", "minItems", "maxItems")
+# Each event of GET /tasks/{id}/events, as schemathesis and SSE clients read it.
+PROGRESS_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"const": "progress"},
+        "id": {"type": "string", "description": "progress.current"},
+        "data": {"type": "string", "description": "the task as GET /tasks/{task_id}, JSON"},
+    },
+    "required": ["event", "data"],
+}
 
 
 def _body_types(app: Litestar) -> dict[tuple[str, str], Any]:
@@ -66,9 +77,15 @@ def finish_openapi(app: Litestar) -> None:
     body_schemas, definitions = msgspec.json.schema_components(
         body_types.values(), ref_template="#/components/schemas/{name}"
     )
+    # `__json_schema_extra__` on a body struct: a rule msgspec enforces in code, not in schema.
+    extras = {
+        t.__name__: t.__json_schema_extra__
+        for t in body_types.values()
+        if hasattr(t, "__json_schema_extra__")
+    }
     for name, definition in definitions.items():
         if name in components:
-            components[name] = definition
+            components[name] = {**definition, **extras.get(name, {})}
     exact_bodies = dict(zip(body_types, body_schemas, strict=True))
     for path, item in document.get("paths", {}).items():
         for method in METHODS:
@@ -77,11 +94,9 @@ def finish_openapi(app: Litestar) -> None:
                 continue
             json_body = operation.get("requestBody", {}).get("content", {}).get("application/json")
             if json_body is not None and (exact := exact_bodies.get((path, method))) is not None:
-                description = json_body.get("schema", {}).get("description")
-                json_body["schema"] = {
-                    **exact,
-                    **({"description": description} if description else {}),
-                }
+                # Body(...) keywords (description, array sizes) that Litestar itself enforces.
+                kept = {k: v for k, v in json_body["schema"].items() if k in BODY_KEYWORDS}
+                json_body["schema"] = {**exact, **kept}
             responses = operation.setdefault("responses", {})
             if "400" in responses and not _documents_problem(responses["400"]):
                 del responses["400"]
@@ -89,4 +104,4 @@ def finish_openapi(app: Litestar) -> None:
                 responses.setdefault("413", _problem("The body is larger than the limit"))
                 responses.setdefault("415", _problem("The body is not application/json (or +json)"))
             if path.endswith("/events") and "200" in responses:
-                responses["200"]["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+                responses["200"]["content"] = {"text/event-stream": {"schema": PROGRESS_EVENT}}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -14,6 +14,9 @@ MAX_ASYNC_CODES = 1_000_000
 
 class AggregateRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Either one `unique_code` (-> the product) or `unique_codes` (1..100 -> a summary)."""
+
+    # Exactly one of the two keys (with additionalProperties false), for app.openapi.
+    __json_schema_extra__: ClassVar[dict[str, Any]] = {"minProperties": 1, "maxProperties": 1}
 
     unique_code: UniqueCode | msgspec.UnsetType = msgspec.UNSET
     unique_codes: (

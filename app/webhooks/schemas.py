@@ -35,6 +35,7 @@ WebhookUrl = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=2048,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s@/?#]+([/?#][^\s]*)?$",
         description="http(s) URL without credentials; its host is vetted at delivery time",
         examples=["https://erp.example.com/hooks/production"],
     ),

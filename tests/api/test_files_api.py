@@ -176,3 +176,18 @@ async def test_openapi_documents_file_endpoints(client):
     assert "/api/v1/batches/{batch_id}/reports" in paths
     assert "/api/v1/batches/export" in paths
     assert "/api/v1/notifications/test" in paths
+
+
+async def test_binary_form_field_without_filename_is_422_not_500(client):
+    body = (
+        b'--xx\r\nContent-Disposition: form-data; name="file"\r\n\r\n\x89PNG\r\n\x1a\n\xff\xfe'
+        b"\r\n--xx--\r\n"
+    )
+    response = await client.post(
+        "/api/v1/batches/import",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=xx"},
+    )
+    error = problem(response, 422, ["body", "file"])["detail"][0]
+    assert error["type"] == "multipart_invalid"
+    assert await count_rows("tasks") == 0
