@@ -11,7 +11,6 @@ P ?= all
 # `make run`'s supervisord: control socket, pid file (see ops/supervisord.conf).
 export PC_RUN_DIR ?= $(CURDIR)/.run
 CTL = $(RUN) supervisorctl --configuration ops/supervisord.conf
-JOB ?= close_expired_batches
 
 export PYTHONUNBUFFERED := 1
 
@@ -114,7 +113,7 @@ api-key: sync ## create an API key (printed once; stored hashed): make api-key n
 
 .PHONY: scheduler-run
 scheduler-run: sync ## fire one scheduled job now: make scheduler-run JOB=close_expired_batches
-	$(RUN) python -m scheduler run $(JOB)
+	@$(RUN) python -m scheduler run $(JOB)
 
 .PHONY: up
 up: ## compose: the whole stack in containers

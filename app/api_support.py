@@ -15,7 +15,7 @@ from litestar.typing import FieldDefinition
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import transaction
-from app.errors import PROBLEM_JSON, Problem
+from app.errors import PROBLEM_JSON, Problem, ValidationProblem
 from app.idempotency import request_session
 
 
@@ -44,7 +44,16 @@ CONFLICT = {
     )
 }
 RULE = {400: problem("A business rule forbids the operation")}
-INVALID = {422: problem("Validation failed; `errors[].loc` names the key as sent")}
+INVALID = {
+    422: ResponseSpec(
+        data_container=ValidationProblem,
+        description=(
+            "Validation failed: `detail` (and `errors`) lists `{loc, msg, type}`, `loc` naming "
+            "the key as sent"
+        ),
+        media_type=PROBLEM_JSON,
+    )
+}
 
 Db = NamedDependency[AsyncSession]
 

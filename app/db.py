@@ -32,6 +32,9 @@ def _current() -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
             pool_size=10,
             max_overflow=20,
             pool_pre_ping=True,
+            # Bound parameters can hold secrets (webhook keys): keep them out of every error
+            # message and traceback.
+            hide_parameters=True,
             connect_args={"server_settings": {"application_name": "production-control"}},
         )
         _engines[loop] = (engine, async_sessionmaker(engine, expire_on_commit=False))

@@ -1,7 +1,9 @@
 """Domain errors and their RFC 9457 problem+json rendering.
 
-Validation failures are 422 with `errors[].loc` naming the key exactly as the client
-sent it (Litestar's own answer is a 400 that loses the path inside a body array).
+Validation failures are 422 with `detail` (and `errors`) the FastAPI list
+`[{"loc", "msg", "type"}]`, `loc` naming the key exactly as the client sent it (Litestar's
+own answer is a 400 that loses the path inside a body array); every other problem has a
+sentence in `detail`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from litestar.exceptions import (
     NotFoundException,
     ValidationException,
 )
+from litestar.handlers import HTTPRouteHandler
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.utils.scope.state import ScopeState
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +32,10 @@ PROBLEM_TYPE_BASE = "https://production-control.local/problems/"
 
 Loc = list[str | int]
 
+# PostgreSQL text cannot hold NUL characters: string fields refuse them with this pattern.
+NO_NUL = r"^[^\x00]*$"
+NUL_MESSAGE = "must not contain NUL characters"
+
 
 class FieldError(msgspec.Struct):
     loc: Loc
@@ -37,7 +44,7 @@ class FieldError(msgspec.Struct):
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
-    """An RFC 9457 problem document."""
+    """An RFC 9457 problem document; `detail` is a sentence starting with what failed."""
 
     type: str
     title: str
@@ -45,6 +52,16 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     errors: list[FieldError] | None = None
     instance: str | None = None
+
+
+class ValidationProblem(msgspec.Struct):
+    """A 422: `detail` is FastAPI's list of field errors (its clients read it), `errors` too."""
+
+    type: str
+    title: str
+    status: int
+    detail: list[FieldError]
+    errors: list[FieldError]
 
 
 class DomainError(Exception):
@@ -118,7 +135,25 @@ def problem_response(
     )
 
 
-def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+def validation_response(errors: list[FieldError]) -> Response[ValidationProblem]:
+    return Response(
+        ValidationProblem(
+            type=PROBLEM_TYPE_BASE + "validation",
+            title="Validation failed",
+            status=422,
+            detail=errors,
+            errors=errors,
+        ),
+        status_code=422,
+        media_type=PROBLEM_JSON,
+    )
+
+
+def domain_error_handler(
+    _: Request[Any, Any, Any], exc: DomainError
+) -> Response[Problem] | Response[ValidationProblem]:
+    if exc.status_code == 422:
+        return validation_response(exc.errors or [FieldError(loc=["body"], msg=exc.detail)])
     return problem_response(exc.status_code, exc.title, exc.detail, exc.slug, exc.errors)
 
 
@@ -129,11 +164,16 @@ _UNKNOWN_FIELD_RE = re.compile(r"Object contains unknown field `(?P<field>[^`]+)
 _MISSING_FIELD_RE = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 
 
+def plain_message(msg: str) -> str:
+    """The NUL pattern is an implementation detail: say what is wrong instead of the regex."""
+    return NUL_MESSAGE if msg.endswith(f"matching regex {NO_NUL!r}") else msg
+
+
 def loc_from_msgspec(message: str, source: str = "body") -> tuple[Loc, str]:
     """Turn a msgspec validation message into (`loc`, short message)."""
     match = _AT_RE.match(message)
     assert match is not None
-    msg, path = match.group("msg"), match.group("path") or ""
+    msg, path = plain_message(match.group("msg")), match.group("path") or ""
     loc: Loc = [source]
     for index, key, quoted in _PATH_PART_RE.findall(path):
         loc.append(int(index) if index else (key or quoted))
@@ -144,6 +184,8 @@ def loc_from_msgspec(message: str, source: str = "body") -> tuple[Loc, str]:
 
 
 def _error_type(msg: str) -> str:
+    if msg == NUL_MESSAGE:
+        return "string_pattern_mismatch"
     if msg.startswith("Object contains unknown field"):
         return "extra_forbidden"
     if msg.startswith("Object missing required field"):
@@ -151,6 +193,16 @@ def _error_type(msg: str) -> str:
     if msg.startswith("Expected"):
         return "type_error"
     return "value_error"
+
+
+JSON_INVALID = "JSON is malformed"
+
+
+def json_invalid(reason: str, loc: Loc | None = None) -> FieldError:
+    """A `json_invalid` error; msgspec and Litestar prefix their reasons already: said once."""
+    while reason.startswith(f"{JSON_INVALID}: "):
+        reason = reason.removeprefix(f"{JSON_INVALID}: ")
+    return FieldError(loc=loc or ["body"], msg=f"{JSON_INVALID}: {reason}", type="json_invalid")
 
 
 def body_errors(route_request: Request[Any, Any, Any]) -> list[FieldError] | None:
@@ -168,13 +220,13 @@ def body_errors(route_request: Request[Any, Any, Any]) -> list[FieldError] | Non
         loc, msg = loc_from_msgspec(str(exc))
         return [FieldError(loc=loc, msg=msg, type=_error_type(msg))]
     except msgspec.DecodeError as exc:
-        return [FieldError(loc=["body"], msg=f"Malformed JSON: {exc}", type="json_invalid")]
+        return [json_invalid(str(exc))]
     return None
 
 
 def validation_exception_handler(
     request: Request[Any, Any, Any], exc: ValidationException
-) -> Response[Problem]:
+) -> Response[ValidationProblem]:
     errors: list[FieldError] = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if not isinstance(item, dict):
@@ -182,7 +234,7 @@ def validation_exception_handler(
         raw_source = item.get("source") or "body"
         source = str(getattr(raw_source, "value", raw_source))
         key = str(item.get("key") or "")
-        message = str(item.get("message") or "invalid value")
+        message = plain_message(str(item.get("message") or "invalid value"))
         if source == "body":
             precise = body_errors(request)
             if precise:
@@ -193,34 +245,45 @@ def validation_exception_handler(
             loc = [source, key] if key else [source]
         errors.append(FieldError(loc=loc, msg=message, type=_error_type(message)))
     if not errors:
-        if (detail := str(exc.detail)).startswith(
-            "JSON is malformed"
-        ) or "decode" in detail.lower():
-            errors.append(FieldError(loc=["body"], msg=detail, type="json_invalid"))
-        else:
-            errors.append(FieldError(loc=["body"], msg=detail))
-    first = errors[0]
-    return problem_response(
-        422, "Validation failed", _sentence(first.loc, first.msg), "validation", errors
+        detail = str(exc.detail)
+        malformed = detail.startswith(JSON_INVALID) or "decode" in detail.lower()
+        errors.append(json_invalid(detail) if malformed else FieldError(loc=["body"], msg=detail))
+    return validation_response(errors)
+
+
+def _too_large(request: Request[Any, Any, Any]) -> str:
+    handler = request.scope.get("route_handler")
+    limit = (
+        handler.resolve_request_max_body_size() if isinstance(handler, HTTPRouteHandler) else None
+    )
+    return (
+        f"Request body too large: the limit is {limit} bytes" if limit else "Request body too large"
     )
 
 
 def http_exception_handler(
     request: Request[Any, Any, Any], exc: HTTPException
-) -> Response[Problem]:
+) -> Response[Problem] | Response[ValidationProblem]:
     status = exc.status_code
     detail = str(exc.detail)
     if status == 400:
-        # Litestar raises plain 400s for bodies it cannot parse at all.
-        return problem_response(
-            422,
-            "Validation failed",
-            f"Request body is not valid: {detail}",
-            "validation",
-            [FieldError(loc=["body"], msg=detail, type="json_invalid")],
-        )
+        # Litestar raises plain 400s for bodies it cannot parse at all: a JSON document, or
+        # a multipart form whose framing is broken.
+        if request.content_type[0] == "multipart/form-data":
+            return validation_response(
+                [
+                    FieldError(
+                        loc=["body"],
+                        msg=f"The multipart form cannot be parsed: {detail}",
+                        type="multipart_invalid",
+                    )
+                ]
+            )
+        return validation_response([json_invalid(detail)])
     if isinstance(exc, NotFoundException) and detail == "Not Found":
         detail = f"No resource at {request.method} {request.url.path}"
+    if status == 413 and detail == "Request Entity Too Large":
+        detail = _too_large(request)
     titles = {
         401: "Unauthorized",
         403: "Forbidden",

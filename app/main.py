@@ -17,10 +17,17 @@ from app.config import VERSION, get_settings
 from app.db import dispose_engine, transaction
 from app.errors import exception_handlers
 from app.idempotency import idempotency
+from app.json_body import json_body_gate
 from app.logging import configure_logging
 from app.metrics.api import http_metrics
-from app.middleware import api_key_auth, ensure_request_id, request_context
+from app.middleware import (
+    api_key_auth,
+    complete_allow_header,
+    ensure_request_id,
+    request_context,
+)
 from app.models import ApiKey
+from app.openapi import finish_openapi
 from app.storage import storage_lifespan
 from app.system.api import swagger_ui
 from app.wiring import api_routes, outbox_relay
@@ -71,7 +78,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 def create_app() -> Litestar:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return Litestar(
+    app = Litestar(
         route_handlers=api_routes(),
         dependencies={"db": provide_session},
         exception_handlers=exception_handlers,
@@ -81,10 +88,11 @@ def create_app() -> Litestar:
             http_metrics.middleware,
             request_context,
             api_key_auth,
+            json_body_gate,
             cache_status_header,
             idempotency,
         ],
-        before_send=[ensure_request_id],
+        before_send=[ensure_request_id, complete_allow_header],
         lifespan=[lifespan, storage_lifespan],
         request_max_body_size=settings.max_body_size,
         # structlog owns logging (configure_logging above); Litestar's default config would
@@ -103,3 +111,5 @@ def create_app() -> Litestar:
         ),
         debug=False,
     )
+    finish_openapi(app)
+    return app

@@ -136,3 +136,19 @@ def api_key_auth(app: ASGIApp) -> ASGIApp:
         await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
 
     return middleware
+
+
+async def complete_allow_header(message: Message, scope: Scope) -> None:
+    """Before-send hook: OPTIONS answers name every method of the path.
+
+    Litestar builds a path's OPTIONS handler with the first handlers registered for it, so
+    `/batches/{id}` answered `Allow: GET, OPTIONS` without PATCH.
+    """
+    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+        return
+    handler = scope.get("route_handler")
+    for route in scope["app"].routes:
+        if handler in getattr(route, "route_handlers", ()):
+            methods: set[str] = getattr(route, "methods", set())
+            MutableScopeHeaders.from_message(message)["Allow"] = ", ".join(sorted(methods))
+            return

@@ -53,6 +53,10 @@ class WorkCenter(Base):
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     identifier: Mapped[str] = mapped_column(String(255), unique=True)
     name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(TZDateTime, server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        TZDateTime, server_default=func.now(), onupdate=func.now()
+    )
 
 
 class Batch(Base):

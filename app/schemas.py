@@ -10,7 +10,7 @@ import msgspec
 from litestar.params import Parameter
 
 from app.config import get_settings
-from app.errors import InputInvalid, Loc
+from app.errors import NO_NUL, InputInvalid, Loc
 
 T = TypeVar("T")
 
@@ -20,7 +20,6 @@ Offset = Annotated[int, Parameter(ge=0, le=MAX_INT32, description="Rows to skip"
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size (1..1000)")]
 
 # PostgreSQL text cannot hold NUL characters: refuse them at the edge (a 422, not a 500).
-NO_NUL = r"^[^\x00]*$"
 NonEmptyText = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)]
 LongText = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000, pattern=NO_NUL)]
 TextFilter = Annotated[str | None, Parameter(pattern=NO_NUL, description="Exact match")]

@@ -22,7 +22,7 @@ from app.webhooks.service import fan_out
 def api_routes() -> list[ControllerRouterHandler]:
     """Every route the api serves. Imported here, on call, so the workers and the scheduler
     read this module without loading the HTTP layer (a second of start-up per process)."""
-    from app.aggregation.api import AggregationController
+    from app.aggregation.api import AggregationController, aggregate_via_products
     from app.analytics.api import AnalyticsController
     from app.batches.api import BatchController
     from app.metrics.api import metrics
@@ -46,6 +46,7 @@ def api_routes() -> list[ControllerRouterHandler]:
         BatchController,
         ProductController,
         AggregationController,
+        aggregate_via_products,
         TaskController,
         WorkCenterController,
         AnalyticsController,

@@ -67,12 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scheduler", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="fire one job now")
-    run.add_argument("job", choices=sorted(JOBS), help="the job to fire")
+    # Optional so that a bare `run` (`make scheduler-run` without JOB) explains itself
+    # instead of firing anything.
+    run.add_argument("job", nargs="?", choices=sorted(JOBS), help="the job to fire")
     commands.add_parser("list", help="the schedule and next fire times")
     args = parser.parse_args(argv)
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    if args.command == "run" and args.job is None:
+        print("usage: make scheduler-run JOB=<job>  (python -m scheduler run <job>)\njobs:")
+        _list()
+        return 2
     if args.command == "run":
         task_id = asyncio.run(_run_now(args.job))
         print(f"{args.job}: task {task_id} enqueued")

@@ -95,8 +95,13 @@ def problem(response: Any, status: int, loc: list[Any] | None = None) -> dict[st
     assert set(body) >= PROBLEM_KEYS, body
     assert body["status"] == status
     assert body["type"].startswith("http"), body
-    assert isinstance(body["detail"], str), body
-    assert body["detail"], body
+    if status == 422:  # FastAPI's shape: the field errors, also under `errors`
+        assert isinstance(body["detail"], list), body
+        assert body["detail"], body
+        assert body["detail"] == body["errors"], body
+    else:  # a sentence starting with what failed
+        assert isinstance(body["detail"], str), body
+        assert body["detail"], body
     if loc is not None:
         assert body["errors"][0]["loc"] == loc, body["errors"]
         assert all({"loc", "msg", "type"} <= set(e) for e in body["errors"]), body["errors"]

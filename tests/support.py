@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -384,3 +385,55 @@ class Stack:
         if self.process and self.process.poll() is None:
             self.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+
+class ApiProcess:
+    """`python -m app` on an ephemeral port (read back from uvicorn's start-up line)."""
+
+    def __init__(self) -> None:
+        self.log = Path(tempfile.mkstemp(prefix="api-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> ApiProcess:
+        env = {
+            **os.environ,
+            **test_environment(),
+            "API_HOST": "127.0.0.1",
+            "API_PORT": "0",
+            "LOG_LEVEL": "INFO",  # uvicorn's start-up line carries the port
+        }
+        with self.log.open("wb") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app"],
+                cwd=ROOT,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            assert self.process.poll() is None, self.log.read_text()
+            if found := LISTENING.search(self.log.read_text(errors="replace")):
+                self.url = f"http://127.0.0.1:{found.group(1)}"
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"api did not start:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.unlink(missing_ok=True)

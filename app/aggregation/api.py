@@ -10,7 +10,9 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from app.aggregation import service
 from app.aggregation.schemas import (
     AggregateAsyncRequest,
+    AggregateListRequest,
     AggregateRequest,
+    AggregationOutcome,
     AggregationSummary,
 )
 from app.api_support import CONFLICT, INVALID, NOT_FOUND, RULE, Db
@@ -31,7 +33,7 @@ def _codes(codes: list[str], key: str) -> list[str]:
 
 
 class AggregationController(Controller):
-    path = "/api/v1/batches/{batch_id:int}"
+    path = "/api/v1/batches/{batch_id:str}"
     tags = ["aggregation"]
 
     @post(
@@ -85,3 +87,22 @@ class AggregationController(Controller):
             total=len(codes),
         )
         return Response(TaskAccepted(task_id=str(task.id)), status_code=HTTP_202_ACCEPTED)
+
+
+@post(
+    "/api/v1/products/batches/{batch_id:str}/aggregate",
+    summary="Aggregate codes into a batch now (alternative path)",
+    description=(
+        "The path some clients of the specification use for POST "
+        "/api/v1/batches/{batch_id}/aggregate with `{unique_codes: [...]}` (1..100): the same "
+        "service and rules, answered as the summary plus `success` (`failed == 0`)."
+    ),
+    tags=["aggregation"],
+    status_code=HTTP_200_OK,
+    responses={**RULE, **NOT_FOUND, **INVALID},
+)
+async def aggregate_via_products(
+    db: Db, batch_id: PositiveId, data: JSONBody[AggregateListRequest]
+) -> AggregationOutcome:
+    summary = await service.aggregate_list(db, batch_id, _codes(data.unique_codes, "unique_codes"))
+    return AggregationOutcome(**msgspec.structs.asdict(summary), success=summary.failed == 0)

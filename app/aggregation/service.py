@@ -2,7 +2,7 @@
 
 A code is aggregated into batch B when it exists, belongs to B, is not yet aggregated and
 B is open. The failures, with the exact sentences clients see:
-  unknown code        -> "Product X not found"                                  (404 single)
+  unknown code        -> "Product not found: X"                                 (404 single)
   another batch       -> "Product X belongs to batch 8, not batch 7"            (400 single)
   already aggregated  -> "Product X already aggregated: unique code already used at T" (400)
   batch closed        -> "Batch 7 is closed"                                    (400)
@@ -22,7 +22,7 @@ from app.errors import BusinessRuleViolation, NotFound
 from app.models import Batch, Product
 from app.outbox import emit_event
 from app.products.schemas import ProductOut
-from app.products.service import product_out
+from app.products.service import closed_batch_message, product_out
 
 
 def utc_text(moment: dt.datetime) -> str:
@@ -33,10 +33,6 @@ def already_aggregated(code: str, at: dt.datetime) -> str:
     return f"Product {code} already aggregated: unique code already used at {utc_text(at)}"
 
 
-def closed_batch_message(batch_id: int) -> str:
-    return f"Batch {batch_id} is closed"
-
-
 async def lock_open_batch(session: AsyncSession, batch_id: int) -> None:
     """404 if the batch is missing, 400 if closed; holds a share lock so it stays open."""
     is_closed = (
@@ -45,7 +41,7 @@ async def lock_open_batch(session: AsyncSession, batch_id: int) -> None:
         )
     ).scalar_one_or_none()
     if is_closed is None:
-        raise NotFound(f"Batch {batch_id} not found")
+        raise NotFound(f"Batch not found (id {batch_id})")
     if is_closed:
         raise BusinessRuleViolation(closed_batch_message(batch_id))
 
@@ -92,7 +88,7 @@ async def aggregate_codes(
         elif code in updated:
             errors.append(AggregationError(code, already_aggregated(code, now)))
         elif code not in state:
-            errors.append(AggregationError(code, f"Product {code} not found"))
+            errors.append(AggregationError(code, f"Product not found: {code}"))
         elif state[code][0] != batch_id:
             errors.append(
                 AggregationError(
@@ -120,7 +116,8 @@ async def aggregate_one(session: AsyncSession, batch_id: int, code: str) -> Prod
     aggregated, errors = await aggregate_codes(session, batch_id, [code])
     if errors:
         message = errors[0].error
-        raise NotFound(message) if message.endswith("not found") else BusinessRuleViolation(message)
+        missing = message.startswith("Product not found")
+        raise NotFound(message) if missing else BusinessRuleViolation(message)
     product = (
         await session.execute(select(Product).where(Product.unique_code == aggregated[0]))
     ).scalar_one()

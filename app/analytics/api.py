@@ -45,8 +45,8 @@ class AnalyticsController(Controller):
 
     @get(
         [
-            "/analytics/batches/{batch_id:int}/statistics",
-            "/batches/{batch_id:int}/statistics",
+            "/analytics/batches/{batch_id:str}/statistics",
+            "/batches/{batch_id:str}/statistics",
         ],
         summary="Statistics of one batch",
         description=(

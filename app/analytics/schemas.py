@@ -106,7 +106,12 @@ class BatchStatistics(msgspec.Struct, kw_only=True):
 
 class CompareRequest(msgspec.Struct, forbid_unknown_fields=True):
     batch_ids: Annotated[
-        list[Int32], msgspec.Meta(min_length=MIN_COMPARED, max_length=MAX_COMPARED)
+        list[Int32],
+        msgspec.Meta(
+            min_length=MIN_COMPARED,
+            max_length=MAX_COMPARED,
+            extra_json_schema={"uniqueItems": True},  # a repeat is a 422 (the service says where)
+        ),
     ]
 
 

@@ -351,7 +351,7 @@ async def hourly_aggregations(
 async def batch_statistics(session: AsyncSession, batch_id: int) -> BatchStatistics:
     row = (await _batch_rows(session, [batch_id])).get(batch_id)
     if row is None:
-        raise NotFound(f"Batch {batch_id} not found")
+        raise NotFound(f"Batch not found (id {batch_id})")
     batch, wc = row.Batch, row.WorkCenter
     hours = await hourly_aggregations(session, batch_id, get_settings().tz)
     running_totals = itertools.accumulate(aggregated for _, aggregated in hours)
@@ -414,7 +414,9 @@ async def compare_batches(session: AsyncSession, ids: Sequence[int]) -> Comparis
     if missing:
         names = ", ".join(str(i) for _, i in missing)
         raise NotFound(
-            f"Batch {names} not found" if len(missing) == 1 else f"Batches {names} not found",
+            f"Batch not found (id {names})"
+            if len(missing) == 1
+            else f"Batches not found (ids {names})",
             [
                 FieldError(
                     loc=["body", "batch_ids", index], msg=f"batch {i} not found", type="not_found"

@@ -98,7 +98,7 @@ class BatchController(Controller):
         )
 
     @get(
-        "/{batch_id:int}",
+        "/{batch_id:str}",
         summary="Get a batch with its products",
         responses={**NOT_FOUND, **INVALID},
     )
@@ -112,7 +112,7 @@ class BatchController(Controller):
         )
 
     @patch(
-        "/{batch_id:int}",
+        "/{batch_id:str}",
         summary="Update a batch",
         description="Any field; `is_closed: true` sets closed_at, `false` clears it.",
         responses={**NOT_FOUND, **CONFLICT, **INVALID},
@@ -123,7 +123,7 @@ class BatchController(Controller):
         return await service.update_batch(db, batch_id, resolve_batch(data, ["body"], partial=True))
 
     @post(
-        "/{batch_id:int}/close",
+        "/{batch_id:str}/close",
         summary="Close a batch",
         status_code=HTTP_200_OK,
         responses={**CONFLICT, **NOT_FOUND, **INVALID},

@@ -46,7 +46,7 @@ async def upsert_work_centers(session: AsyncSession, pairs: dict[str, str]) -> d
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=[WorkCenter.identifier],
-        set_={"name": stmt.excluded.name},
+        set_={"name": stmt.excluded.name, "updated_at": func.now()},
         where=WorkCenter.name.is_distinct_from(stmt.excluded.name),
     )
     await session.execute(stmt)
@@ -240,7 +240,7 @@ async def load_batches(session: AsyncSession, ids: Sequence[int]) -> list[BatchO
 async def get_batch(session: AsyncSession, batch_id: int) -> BatchOut:
     found = await load_batches(session, [batch_id])
     if not found:
-        raise NotFound(f"Batch {batch_id} not found")
+        raise NotFound(f"Batch not found (id {batch_id})")
     return found[0]
 
 
@@ -311,7 +311,7 @@ async def update_batch(session: AsyncSession, batch_id: int, item: BatchFields) 
         await session.execute(select(Batch).where(Batch.id == batch_id).with_for_update())
     ).scalar_one_or_none()
     if batch is None:
-        raise NotFound(f"Batch {batch_id} not found")
+        raise NotFound(f"Batch not found (id {batch_id})")
     fields = item.values
     was_closed = batch.is_closed
 

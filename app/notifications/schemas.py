@@ -6,18 +6,20 @@ from typing import Annotated
 
 import msgspec
 
+from app.errors import NO_NUL
+
 # Deliberately simple: one @, no spaces, a dot in the domain; the SMTP server has the last word.
 Email = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$",
         max_length=254,
         description="An email address",
         examples=["shift.lead@example.com"],
     ),
 ]
-Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Message = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Message = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000, pattern=NO_NUL)]
 
 
 class TestNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, Response, get, post
 from litestar.params import Body, FromQuery, Parameter
 from litestar.status_codes import HTTP_201_CREATED
@@ -11,8 +12,14 @@ from litestar.status_codes import HTTP_201_CREATED
 from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db, TypedJsonBody
 from app.idempotency import IdempotentOperation
 from app.products import service
-from app.products.schemas import MAX_BULK_PRODUCTS, BulkProductsResult, ProductInput, ProductOut
-from app.schemas import Limit, Offset, Page, TextFilter
+from app.products.schemas import (
+    MAX_BULK_PRODUCTS,
+    BulkProductsResult,
+    ProductInput,
+    ProductOut,
+    ProductPage,
+)
+from app.schemas import Limit, Offset, Page, PositiveId, TextFilter
 
 
 class ProductController(Controller):
@@ -36,10 +43,12 @@ class ProductController(Controller):
     async def add_products(
         self,
         db: Db,
-        # The array size (1..100,000) is checked by the service: Litestar ignores a msgspec.Meta
-        # nested in a union body.
+        # TypedJsonBody decodes with msgspec, which enforces the array size nested in the union.
         data: Annotated[
-            ProductInput | list[ProductInput],
+            ProductInput
+            | Annotated[
+                list[ProductInput], msgspec.Meta(min_length=1, max_length=MAX_BULK_PRODUCTS)
+            ],
             Body(description=f"A product or an array of 1..{MAX_BULK_PRODUCTS}"),
         ],
     ) -> Response[ProductOut | BulkProductsResult]:
@@ -69,3 +78,37 @@ class ProductController(Controller):
             limit=limit,
         )
         return Page(items=items, total=total, offset=offset, limit=limit)
+
+    @get(
+        "/by-batch/{batch_id:str}",
+        summary="List one batch's products (alternative path)",
+        description=(
+            "The path some clients of the specification use for GET /products?batch_id=: the "
+            "same list, with `has_more`. 404 when the batch does not exist."
+        ),
+        responses={**NOT_FOUND, **INVALID},
+    )
+    async def list_batch_products(
+        self,
+        db: Db,
+        batch_id: PositiveId,
+        is_aggregated: FromQuery[bool | None] = None,
+        offset: Offset = 0,
+        limit: Limit = 20,
+    ) -> ProductPage:
+        await service.require_batch(db, batch_id)
+        items, total = await service.list_products(
+            db,
+            batch_id=batch_id,
+            is_aggregated=is_aggregated,
+            unique_code=None,
+            offset=offset,
+            limit=limit,
+        )
+        return ProductPage(
+            items=items,
+            total=total,
+            offset=offset,
+            limit=limit,
+            has_more=offset + len(items) < total,
+        )

@@ -54,3 +54,13 @@ class SkippedProduct(msgspec.Struct, gc=False):
 class BulkProductsResult(msgspec.Struct):
     created: int
     skipped: list[SkippedProduct]
+
+
+class ProductPage(msgspec.Struct):
+    """GET /products/by-batch/{batch_id}: a page of one batch's products."""
+
+    items: list[ProductOut]
+    total: int
+    offset: int
+    limit: int
+    has_more: bool

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from msgspec import UNSET
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, InputInvalid, Loc, NotFound
+from app.errors import BusinessRuleViolation, Conflict, InputInvalid, Loc, NotFound
 from app.models import Batch, Product
 from app.products.schemas import (
     MAX_BULK_PRODUCTS,
@@ -81,31 +81,53 @@ def resolve_product(item: ProductInput, loc: Loc) -> ResolvedProduct:
     return ResolvedProduct(code, (values["batch_number"], values["batch_date"]))
 
 
-def describe(ref: BatchRef) -> str:
-    return f"Batch {ref}" if isinstance(ref, int) else f"Batch {ref[0]} of {ref[1].isoformat()}"
+def not_found_message(ref: BatchRef) -> str:
+    if isinstance(ref, int):
+        return f"Batch not found (id {ref})"
+    return f"Batch not found (number {ref[0]}, date {ref[1].isoformat()})"
 
 
-async def resolve_batch_ids(session: AsyncSession, refs: Sequence[BatchRef]) -> dict[BatchRef, int]:
-    """Map each batch reference to an existing batch id; unknown ones are left out."""
+class BatchState(NamedTuple):
+    id: int
+    is_closed: bool
+
+
+async def resolve_batches(
+    session: AsyncSession, refs: Sequence[BatchRef]
+) -> dict[BatchRef, BatchState]:
+    """Map each batch reference to an existing batch; unknown ones are left out.
+
+    The batches are share-locked: one being closed concurrently waits for this transaction,
+    so no product lands in a batch after it was closed.
+    """
     ids = sorted({r for r in refs if isinstance(r, int)})
     pairs = sorted({r for r in refs if isinstance(r, tuple)})
-    found: dict[BatchRef, int] = {}
+    found: dict[BatchRef, BatchState] = {}
     if ids:
-        rows = await session.execute(select(Batch.id).where(Batch.id.in_(ids)))
-        found.update({i: i for i in rows.scalars().all()})
+        rows = await session.execute(
+            select(Batch.id, Batch.is_closed).where(Batch.id.in_(ids)).with_for_update(read=True)
+        )
+        found.update({r.id: BatchState(r.id, r.is_closed) for r in rows.all()})
     if pairs:
         rows = await session.execute(
             text(
                 """
-                SELECT b.id, b.batch_number, b.batch_date FROM batches b
+                SELECT b.id, b.is_closed, b.batch_number, b.batch_date FROM batches b
                 JOIN unnest(CAST(:numbers AS int[]), CAST(:dates AS date[])) AS k(n, d)
                   ON b.batch_number = k.n AND b.batch_date = k.d
+                FOR SHARE OF b
                 """
             ),
             {"numbers": [p[0] for p in pairs], "dates": [p[1] for p in pairs]},
         )
-        found.update({(r.batch_number, r.batch_date): r.id for r in rows.all()})
+        found.update(
+            {(r.batch_number, r.batch_date): BatchState(r.id, r.is_closed) for r in rows.all()}
+        )
     return found
+
+
+def closed_batch_message(batch_id: int) -> str:
+    return f"Batch {batch_id} is closed"
 
 
 def product_out(product: Product) -> ProductOut:
@@ -120,9 +142,12 @@ def product_out(product: Product) -> ProductOut:
 
 
 async def add_product(session: AsyncSession, item: ResolvedProduct) -> ProductOut:
-    batch_id = (await resolve_batch_ids(session, [item.batch])).get(item.batch)
-    if batch_id is None:
-        raise NotFound(f"{describe(item.batch)} not found")
+    batch = (await resolve_batches(session, [item.batch])).get(item.batch)
+    if batch is None:
+        raise NotFound(not_found_message(item.batch))
+    if batch.is_closed:
+        raise BusinessRuleViolation(closed_batch_message(batch.id))
+    batch_id = batch.id
     row = (
         await session.execute(
             text(
@@ -154,7 +179,7 @@ async def add_products_bulk(
         raise InputInvalid.at(
             ["body"], f"send 1..{MAX_BULK_PRODUCTS} products per request, not {len(items)}"
         )
-    batch_ids = await resolve_batch_ids(session, [item.batch for item in items])
+    batches = await resolve_batches(session, [item.batch for item in items])
     skipped: list[SkippedProduct] = []
     codes: list[str] = []
     targets: list[int] = []
@@ -164,12 +189,15 @@ async def add_products_bulk(
             skipped.append(SkippedProduct(item.unique_code, "duplicate in request"))
             continue
         seen.add(item.unique_code)
-        batch_id = batch_ids.get(item.batch)
-        if batch_id is None:
-            skipped.append(SkippedProduct(item.unique_code, f"{describe(item.batch)} not found"))
+        batch = batches.get(item.batch)
+        if batch is None:
+            skipped.append(SkippedProduct(item.unique_code, not_found_message(item.batch)))
+            continue
+        if batch.is_closed:
+            skipped.append(SkippedProduct(item.unique_code, closed_batch_message(batch.id)))
             continue
         codes.append(item.unique_code)
-        targets.append(batch_id)
+        targets.append(batch.id)
     created = 0
     if codes:
         # The driver directly, inside the session's transaction: for 100,000 rows the ORM's
@@ -198,6 +226,12 @@ async def add_products_bulk(
         if existing:
             skipped.extend(SkippedProduct(c, "already exists") for c in codes if c in existing)
     return BulkProductsResult(created=created, skipped=skipped)
+
+
+async def require_batch(session: AsyncSession, batch_id: int) -> None:
+    found = (await session.execute(select(Batch.id).where(Batch.id == batch_id))).first()
+    if found is None:
+        raise NotFound(not_found_message(batch_id))
 
 
 async def list_products(

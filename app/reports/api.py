@@ -18,7 +18,7 @@ from app.tasks.schemas import TaskAccepted
 
 
 class ReportController(Controller):
-    path = "/api/v1/batches/{batch_id:int}/reports"
+    path = "/api/v1/batches/{batch_id:str}/reports"
     tags = ["reports"]
 
     @post(

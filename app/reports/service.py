@@ -54,7 +54,7 @@ Progress = Callable[[int, int, str], Awaitable[None]]
 
 async def ensure_batch(session: AsyncSession, batch_id: int) -> None:
     if (await session.get(Batch, batch_id)) is None:
-        raise NotFound(f"Batch {batch_id} not found")
+        raise NotFound(f"Batch not found (id {batch_id})")
 
 
 async def hourly_timeline(
@@ -80,7 +80,7 @@ async def hourly_timeline(
 async def report_data(session: AsyncSession, batch_id: int) -> ReportData:
     found = await load_batches_brief(session, [batch_id])
     if not found:
-        raise NotFound(f"Batch {batch_id} not found")
+        raise NotFound(f"Batch not found (id {batch_id})")
     time_zone = get_settings().tz
     return ReportData(
         batch=found[0],

@@ -17,8 +17,9 @@ class TaskOut(msgspec.Struct):
     kind: str
     status: str
     progress: TaskProgress
-    result: Any | None
-    error: Any | None
+    # Any JSON, null until the task finishes (`Any | None` would document an ambiguous oneOf).
+    result: Any
+    error: Any
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None

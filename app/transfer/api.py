@@ -34,7 +34,9 @@ class ImportUpload:
 
 
 async def require_multipart(request: Request[Any, Any, Any]) -> None:
-    """A 415 naming the expected type, before Litestar tries to parse a non-multipart body."""
+    """A 415 naming the expected type, before Litestar tries to parse a non-multipart body;
+    a 422 for a form Litestar cannot read (it decodes parts without a filename as text and
+    raised UnicodeDecodeError, a 500, for binary ones)."""
     if request.content_type[0] != RequestEncodingType.MULTI_PART:
         raise HTTPException(
             status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -43,6 +45,14 @@ async def require_multipart(request: Request[Any, Any, Any]) -> None:
                 f"not {request.content_type[0] or 'no content type'}"
             ),
         )
+    try:
+        await request.form()  # parsed once; the handler's `data` reads the cached form
+    except UnicodeDecodeError:
+        raise InputInvalid.at(
+            ["body", "file"],
+            "a part without a filename must be UTF-8 text: send the file as a file part",
+            "multipart_invalid",
+        ) from None
 
 
 UPLOAD_REFUSED = {

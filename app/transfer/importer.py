@@ -231,9 +231,24 @@ def _text_rows(path: str, fmt: ImportFormat) -> Iterator[tuple[int, list[Any]]]:
                 dialect: Any = csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",;\t")
             except csv.Error:
                 dialect = csv.excel
+            # strict: a quote that never closes is an error instead of one cell swallowing
+            # every following row (the import would then succeed with rows missing).
+            reader = csv.reader(text, dialect, strict=True)
+            number = 0
             try:
-                yield from enumerate(csv.reader(text, dialect), start=1)
-            except (csv.Error, UnicodeDecodeError) as exc:
+                for number, cells in enumerate(reader, start=1):
+                    yield number, cells
+            except csv.Error as exc:
+                reason = (
+                    "a quoted field opened in it is never closed"
+                    if "unexpected end of data" in str(exc)
+                    else str(exc)
+                )
+                raise ImportRejected(
+                    f"The CSV file cannot be read: row {number + 1} (line {reader.line_num}): "
+                    f"{reason}; nothing was imported"
+                ) from exc
+            except UnicodeDecodeError as exc:
                 raise ImportRejected(f"The CSV file cannot be read: {exc}") from exc
         return
     try:

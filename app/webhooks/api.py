@@ -87,7 +87,7 @@ class WebhookController(Controller):
         )
 
     @get(
-        "/{webhook_id:int}",
+        "/{webhook_id:str}",
         summary="Get a webhook subscription",
         responses={**NOT_FOUND, **INVALID},
     )
@@ -95,7 +95,7 @@ class WebhookController(Controller):
         return await service.get_webhook(db, webhook_id)
 
     @patch(
-        "/{webhook_id:int}",
+        "/{webhook_id:str}",
         summary="Update a webhook subscription",
         description=(
             "Any field. `secret_key` rotates the key for every later attempt (retries of older "
@@ -110,7 +110,7 @@ class WebhookController(Controller):
         return await service.update_webhook(db, webhook_id, data)
 
     @delete(
-        "/{webhook_id:int}",
+        "/{webhook_id:str}",
         summary="Delete a webhook subscription",
         description=(
             "Deletes the subscription **and its delivery history** (deliveries and attempts are "
@@ -123,7 +123,7 @@ class WebhookController(Controller):
         await service.delete_webhook(db, webhook_id)
 
     @get(
-        "/{webhook_id:int}/deliveries",
+        "/{webhook_id:str}/deliveries",
         summary="Delivery log of a webhook",
         description=(
             "Newest first; each delivery carries its `attempt_log` (status, response code, "
@@ -149,7 +149,7 @@ class WebhookController(Controller):
         )
 
     @post(
-        "/{webhook_id:int}/deliveries/{delivery_id:int}/redeliver",
+        "/{webhook_id:str}/deliveries/{delivery_id:str}/redeliver",
         summary="Send a finished delivery again",
         description=(
             "One new attempt now, with the same `webhook-id`. A pending delivery (its next "
@@ -165,7 +165,7 @@ class WebhookController(Controller):
         return await service.redeliver(db, webhook_id, delivery_id)
 
     @post(
-        "/{webhook_id:int}/test",
+        "/{webhook_id:str}/test",
         summary="Send a test ping",
         description=(
             "Queues a `ping` event (`data: {webhook_id, message}`), signed like every delivery; "

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from app.errors import NO_NUL
 from app.outbox import EVENTS
 
 WebhookEvent = Literal[
@@ -34,6 +35,7 @@ WebhookUrl = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=2048,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s@/?#]+([/?#][^\s]*)?$",
         description="http(s) URL without credentials; its host is vetted at delivery time",
         examples=["https://erp.example.com/hooks/production"],
     ),
@@ -47,6 +49,7 @@ SecretKey = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=1024,
+        pattern=NO_NUL,
         description=(
             "HMAC key (write-only, never returned). `whsec_<base64>` keys are base64-decoded "
             "for the Standard Webhooks signature, as that spec's libraries expect."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ import msgspec
 from sqlalchemy import Select, any_, delete, func, insert, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import get_settings
 from app.errors import BusinessRuleViolation, Conflict, InputInvalid, Loc, NotFound
 from app.models import OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from app.outbox import TOPIC_TASK, actor_message
@@ -28,6 +30,7 @@ from app.webhooks.schemas import (
     WebhookUpdate,
 )
 from app.webhooks.signing import STANDARD_SECRET_PREFIX, decode_standard_secret
+from app.webhooks.ssrf import refusal_reason
 
 T = TypeVar("T")
 
@@ -56,6 +59,14 @@ def check_url(url: str, loc: Loc) -> str:
         httpx.URL(url)
     except (ValueError, httpx.InvalidURL) as exc:
         raise InputInvalid.at(loc, f"is not a valid URL: {exc}") from exc
+    # A literal address can be judged now; a name is resolved (and judged) at delivery time.
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return url
+    allow_private = get_settings().webhook_allow_private
+    if reason := refusal_reason(address, allow_private=allow_private):
+        raise InputInvalid.at(loc, f"must not point to {reason} ({address})", "url_refused")
     return url
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import msgspec
 from litestar import Controller, get
 from sqlalchemy import func, select
@@ -18,6 +20,8 @@ class WorkCenterOut(msgspec.Struct):
     name: str
     batch_count: int
     open_batch_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
 
 
 def _with_counts():  # type: ignore[no-untyped-def]
@@ -38,7 +42,9 @@ def _with_counts():  # type: ignore[no-untyped-def]
 
 
 def _out(wc: WorkCenter, batch_count: int, open_count: int) -> WorkCenterOut:
-    return WorkCenterOut(wc.id, wc.identifier, wc.name, batch_count, open_count)
+    return WorkCenterOut(
+        wc.id, wc.identifier, wc.name, batch_count, open_count, wc.created_at, wc.updated_at
+    )
 
 
 class WorkCenterController(Controller):
@@ -55,7 +61,7 @@ class WorkCenterController(Controller):
             items=[_out(*row) for row in rows.all()], total=total, offset=offset, limit=limit
         )
 
-    @get("/{work_center_id:int}", summary="Get a work center", responses={**NOT_FOUND, **INVALID})
+    @get("/{work_center_id:str}", summary="Get a work center", responses={**NOT_FOUND, **INVALID})
     async def get_work_center(self, db: Db, work_center_id: PositiveId) -> WorkCenterOut:
         row = (await db.execute(_with_counts().where(WorkCenter.id == work_center_id))).first()
         if row is None:

@@ -51,7 +51,7 @@ async def test_unknown_code_is_404(client, batch):
     response = await client.post(
         f"/api/v1/batches/{batch['id']}/aggregate", json={"unique_code": "NOPE"}
     )
-    assert problem(response, 404)["detail"] == "Product NOPE not found"
+    assert problem(response, 404)["detail"] == "Product not found: NOPE"
 
 
 async def test_already_aggregated_is_400_with_the_time(client, batch):
@@ -101,7 +101,7 @@ async def test_unknown_batch_is_404(client):
         ("aggregate-async", {"unique_codes": ["C1"]}),
     ):
         response = await client.post(f"/api/v1/batches/99/{path}", json=payload)
-        assert problem(response, 404)["detail"] == "Batch 99 not found"
+        assert problem(response, 404)["detail"] == "Batch not found (id 99)"
 
 
 async def test_list_form_returns_a_summary(client, batch):
@@ -123,7 +123,7 @@ async def test_list_form_returns_a_summary(client, batch):
     )
     errors = {(e["unique_code"], e["error"].split(":")[0]) for e in body["errors"]}
     assert errors == {
-        ("NOPE", "Product NOPE not found"),
+        ("NOPE", "Product not found"),
         ("FOREIGN", f"Product FOREIGN belongs to batch {other['id']}, not batch {batch['id']}"),
         ("C3", "Product C3 already aggregated"),
         ("C1", "Product C1 already aggregated"),
@@ -227,3 +227,36 @@ async def test_async_rejects_bad_input_before_anything_else(client, payload, loc
     problem(response, 422, loc)
     assert await count_rows("tasks") == 0
     assert await count_rows("outbox") == 0
+
+
+async def test_products_path_aggregates_with_success_flag(client, batch):
+    url = f"/api/v1/products/batches/{batch['id']}/aggregate"
+    response = await client.post(url, json={"unique_codes": ["C1", "C2"]})
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "batch_id": batch["id"],
+        "total": 2,
+        "aggregated": 2,
+        "failed": 0,
+        "errors": [],
+        "success": True,
+    }
+    response = await client.post(url, json={"unique_codes": ["C3", "C1", "NOPE"]})
+    body = response.json()
+    assert (body["aggregated"], body["failed"], body["success"]) == (1, 2, False)
+    assert await count_rows("products", "is_aggregated") == 3
+    problem(await client.post(url, json={"unique_code": "C3"}), 422, ["body", "unique_code"])
+    problem(await client.post(url, json={"unique_codes": []}), 422, ["body", "unique_codes"])
+    problem(
+        await client.post("/api/v1/products/batches/99/aggregate", json={"unique_codes": ["C1"]}),
+        404,
+    )
+    await client.post(f"/api/v1/batches/{batch['id']}/close")
+    closed = await client.post(url, json={"unique_codes": ["C2"]})
+    assert problem(closed, 400)["detail"] == f"Batch {batch['id']} is closed"
+
+
+async def test_alternative_paths_are_documented(client):
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+    assert "post" in paths["/api/v1/products/batches/{batch_id}/aggregate"]
+    assert "get" in paths["/api/v1/products/by-batch/{batch_id}"]

@@ -332,7 +332,7 @@ async def test_compare_batches_bad_input(client):
     duplicate = problem(
         await client.post(url, json={"batch_ids": [x, y, x]}), 422, ["body", "batch_ids", 2]
     )
-    assert str(x) in duplicate["detail"]
+    assert str(x) in duplicate["detail"][0]["msg"]
 
     unknown = problem(
         await client.post(url, json={"batch_ids": [x, 999999, 888888]}),

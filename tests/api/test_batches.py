@@ -210,7 +210,7 @@ async def test_get_batch_nests_work_center_and_products(client):
 
 async def test_get_missing_batch_is_404_problem(client):
     body = problem(await client.get("/api/v1/batches/7"), 404)
-    assert body["detail"] == "Batch 7 not found"
+    assert body["detail"] == "Batch not found (id 7)"
 
 
 # -- list ---------------------------------------------------------------------------------

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
+import json
+from typing import Any
+
 import pytest
 
 from tests.factories import (
@@ -85,7 +89,7 @@ async def test_both_keys_for_one_field_is_422(client):
         ("body", 0, "batch_number"),
         ("body", 0, "НомерПартии"),
     }
-    assert "same field" in body["detail"]
+    assert "same field" in body["detail"][0]["msg"]
     await assert_nothing_written()
 
 
@@ -157,12 +161,6 @@ async def test_out_of_range_ids_on_writes_are_422(client, method, path):
     problem(response, 422, ["path", "batch_id"])
 
 
-async def test_non_numeric_id_is_a_problem_not_a_500(client):
-    response = await client.get("/api/v1/batches/abc")
-    assert response.status_code in (404, 422)
-    problem(response, response.status_code)
-
-
 async def test_unknown_route_is_404_problem(client):
     body = problem(await client.get("/api/v1/nothing-here"), 404)
     assert "/api/v1/nothing-here" in body["detail"]
@@ -202,10 +200,10 @@ async def test_trailing_slash_works_on_items_and_actions(client):
     assert response.status_code == 200
 
 
-async def test_problem_detail_is_a_sentence(client):
-    response = await client.post("/api/v1/batches", json=[shift_task_ru(Смена="")])
+async def test_field_error_message_is_short(client):
+    response = await client.post("/api/v1/batches", json=[shift_task_ru(Смена="  ")])
     body = problem(response, 422, ["body", 0, "Смена"])
-    assert "Смена" in body["detail"]
+    assert body["detail"][0]["msg"] == "must not be blank"
 
 
 @pytest.mark.parametrize(
@@ -219,3 +217,189 @@ async def test_problem_detail_is_a_sentence(client):
 )
 async def test_nul_characters_in_filters_are_422(client, path, loc):
     problem(await client.get(path), 422, loc)
+
+
+# --- FastAPI-compatible 422s and the rest of the error contract ----------------------------
+
+
+async def test_validation_detail_is_the_fastapi_list(client):
+    response = await client.post("/api/v1/batches", json=[shift_task_ru(Смена=1)])
+    body = problem(response, 422, ["body", 0, "Смена"])
+    assert body["detail"] == body["errors"]
+    assert body["detail"][0]["loc"] == ["body", 0, "Смена"]
+    assert set(body) >= {"type", "title", "status"}
+
+
+async def test_other_problems_keep_a_sentence(client):
+    body = problem(await client.get("/api/v1/batches/7"), 404)
+    assert body["detail"] == "Batch not found (id 7)"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "name"),
+    [
+        ("get", "/api/v1/batches/abc", "batch_id"),
+        ("patch", "/api/v1/batches/1.5", "batch_id"),
+        ("post", "/api/v1/batches/x/close", "batch_id"),
+        ("post", "/api/v1/batches/abc/aggregate", "batch_id"),
+        ("get", "/api/v1/batches/abc/statistics", "batch_id"),
+        ("get", "/api/v1/work-centers/abc", "work_center_id"),
+        ("get", "/api/v1/webhooks/abc", "webhook_id"),
+        ("get", "/api/v1/products/by-batch/abc", "batch_id"),
+    ],
+)
+async def test_non_integer_path_ids_are_422(client, method, path, name):
+    kwargs = {"json": {"unique_code": "X"}} if method != "get" else {}
+    problem(await getattr(client, method)(path, **kwargs), 422, ["path", name])
+
+
+JSON_WRITES = [
+    ("/api/v1/batches", b'[{"shift":"\xff"}]'),
+    ("/api/v1/products", b'{"unique_code":"\xff","batch_id":1}'),
+    ("/api/v1/batches/export", b'{"format":"csv","filters":{"shift":"\xff"}}'),
+    (
+        "/api/v1/webhooks",
+        b'{"url":"http://h.example","events":["batch_created"],"secret_key":"\xff"}',
+    ),
+    ("/api/v1/notifications/test", b'{"email":"a@b.example","message":"\xff"}'),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), JSON_WRITES)
+async def test_invalid_utf8_in_a_json_body_is_422(client, path, body):
+    response = await client.post(path, content=body, headers={"content-type": "application/json"})
+    assert problem(response, 422, ["body"])["detail"][0]["type"] == "json_invalid"
+    await assert_nothing_written()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/batches", "/api/v1/batches/export", "/api/v1/products"])
+@pytest.mark.parametrize("depth", [65, 1000, 100_000])
+async def test_json_nested_too_deep_is_422(client, path, depth):
+    body = b'{"a":' * depth + b"1" + b"}" * depth
+    response = await client.post(path, content=body, headers={"content-type": "application/json"})
+    error = problem(response, 422, ["body"])["detail"][0]
+    assert error["type"] == "json_invalid"
+    assert "64" in error["msg"]
+    await assert_nothing_written()
+
+
+async def test_json_nested_64_deep_is_not_refused_as_malformed(client):
+    body = b"[" * 64 + b"]" * 64
+    response = await client.post(
+        "/api/v1/batches", content=body, headers={"content-type": "application/json"}
+    )
+    assert problem(response, 422)["detail"][0]["type"] != "json_invalid"
+
+
+async def test_brackets_inside_strings_do_not_count_as_nesting(client):
+    batch = await create_batch(client)
+    code = "[" * 100 + '\\"{' * 50
+    response = await client.post(
+        "/api/v1/products",
+        content=f'{{"unique_code": "{code}", "batch_id": {batch["id"]}}}'.encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "loc"),
+    [
+        (
+            "/api/v1/webhooks",
+            {"url": "http://h.example", "events": ["batch_created"], "secret_key": "a\x00b"},
+            ["body", "secret_key"],
+        ),
+        (
+            "/api/v1/notifications/test",
+            {"email": "a@b.example", "message": "hello\x00"},
+            ["body", "message"],
+        ),
+        ("/api/v1/batches", [shift_task_ru(Номенклатура="a\x00b")], ["body", 0, "Номенклатура"]),
+    ],
+)
+async def test_nul_characters_are_422_said_plainly(client, path, payload, loc):
+    error = problem(await client.post(path, json=payload), 422, loc)["detail"][0]
+    assert error["msg"] == "must not contain NUL characters"
+    await assert_nothing_written()
+    assert await count_rows("webhook_subscriptions") == 0
+
+
+async def test_sql_parameters_are_never_in_error_messages():
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from app.db import transaction
+
+    with pytest.raises(DBAPIError) as raised:
+        async with transaction() as session:
+            await session.execute(
+                text("SELECT 1 / (length(:secret) - length(:secret))"), {"secret": "hunter2-key"}
+            )
+    assert "hunter2-key" not in str(raised.value)
+    assert "parameters hidden" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/xml", "text/xml"],
+)
+@pytest.mark.parametrize("path", ["/api/v1/batches", "/api/v1/products", "/api/v1/webhooks"])
+async def test_json_routes_refuse_other_media_types(client, path, content_type):
+    response = await client.post(
+        path, content=b'[{"a": 1}]', headers={"content-type": content_type}
+    )
+    assert content_type in problem(response, 415)["detail"]
+    await assert_nothing_written()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "application/vnd.1c+json"],
+)
+async def test_json_media_types_are_accepted(client, content_type):
+    response = await client.post(
+        "/api/v1/batches",
+        content=json.dumps([shift_task_ru()]).encode(),
+        headers={"content-type": content_type},
+    )
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("path", ["/api/v1/batches", "/api/v1/products"])
+async def test_a_leading_utf8_bom_is_accepted(client, path):
+    if path == "/api/v1/products":
+        batch = await create_batch(client)
+        payload: Any = {"unique_code": "BOM-1", "batch_id": batch["id"]}
+    else:
+        payload = [shift_task_ru()]
+    body = codecs.BOM_UTF8 + json.dumps(payload, ensure_ascii=False).encode()
+    response = await client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 201, response.text
+
+
+@JSON_BODY_PATHS
+async def test_malformed_json_is_said_once(client, path):
+    response = await client.post(
+        path, content=b"{not json", headers={"content-type": "application/json"}
+    )
+    error = problem(response, 422, ["body"])["detail"][0]
+    assert error["msg"].startswith("JSON is malformed: ")
+    assert "malformed: JSON is malformed" not in response.text
+
+
+async def test_broken_multipart_is_not_called_json(client):
+    response = await client.post(
+        "/api/v1/batches/import",
+        content=b"--xx\r\nnot a form",
+        headers={"content-type": "multipart/form-data; boundary=xx"},
+    )
+    assert problem(response, 422, ["body"])["detail"][0]["type"] == "multipart_invalid"
+
+
+async def test_413_states_the_limit(client):
+    huge = b"[" + b" " * (33 * 1024 * 1024) + b"]"
+    response = await client.post(
+        "/api/v1/batches", content=huge, headers={"content-type": "application/json"}
+    )
+    assert str(32 * 1024 * 1024) in problem(response, 413)["detail"]

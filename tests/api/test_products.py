@@ -75,10 +75,10 @@ async def test_duplicate_code_is_409(client):
 @pytest.mark.parametrize(
     ("payload", "detail"),
     [
-        ({"unique_code": "X", "batch_id": 42}, "Batch 42 not found"),
+        ({"unique_code": "X", "batch_id": 42}, "Batch not found (id 42)"),
         (
             {"unique_code": "X", "batch_number": 5, "batch_date": "2024-01-01"},
-            "Batch 5 of 2024-01-01 not found",
+            "Batch not found (number 5, date 2024-01-01)",
         ),
     ],
 )
@@ -142,8 +142,8 @@ async def test_bulk_creates_and_reports_skipped(client):
     body = response.json()
     assert body["created"] == 2
     assert sorted(body["skipped"], key=lambda s: s["reason"]) == [
-        {"unique_code": "N4", "reason": "Batch 2 of 2024-01-01 not found"},
-        {"unique_code": "N2", "reason": "Batch 999 not found"},
+        {"unique_code": "N2", "reason": "Batch not found (id 999)"},
+        {"unique_code": "N4", "reason": "Batch not found (number 2, date 2024-01-01)"},
         {"unique_code": "OLD", "reason": "already exists"},
         {"unique_code": "N1", "reason": "duplicate in request"},
     ]
@@ -206,3 +206,52 @@ async def test_list_products_filters_and_shape(client):
 )
 async def test_list_products_rejects_bad_query(client, params, loc):
     problem(await client.get("/api/v1/products", params=params), 422, loc)
+
+
+async def test_a_closed_batch_takes_no_new_products(client):
+    batch = await create_batch(client, number=7, is_closed=True)
+    open_batch = await create_batch(client, number=8)
+    response = await client.post(
+        "/api/v1/products", json={"unique_code": "LATE", "batch_id": batch["id"]}
+    )
+    assert problem(response, 400)["detail"] == f"Batch {batch['id']} is closed"
+    response = await client.post(
+        "/api/v1/products",
+        json=[
+            {"unique_code": "LATE-1", "batch_id": batch["id"]},
+            {"unique_code": "OK-1", "batch_id": open_batch["id"]},
+            {"unique_code": "LATE-2", "batch_number": 7, "batch_date": "2024-02-01"},
+        ],
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == {
+        "created": 1,
+        "skipped": [
+            {"unique_code": "LATE-1", "reason": f"Batch {batch['id']} is closed"},
+            {"unique_code": "LATE-2", "reason": f"Batch {batch['id']} is closed"},
+        ],
+    }
+    assert await count_rows("products") == 1
+
+
+async def test_products_by_batch_is_a_page_with_has_more(client):
+    batch = await create_batch(client, number=1)
+    other = await create_batch(client, number=2)
+    await add_codes(client, batch["id"], ["A1", "A2", "A3"])
+    await add_codes(client, other["id"], ["B1"])
+    await aggregate(client, batch["id"], "A2")
+    url = f"/api/v1/products/by-batch/{batch['id']}"
+    first = (await client.get(url, params={"limit": 2})).json()
+    assert set(first) == {"items", "total", "offset", "limit", "has_more"}
+    assert [p["unique_code"] for p in first["items"]] == ["A1", "A2"]
+    assert (first["total"], first["offset"], first["limit"], first["has_more"]) == (3, 0, 2, True)
+    last = (await client.get(url, params={"offset": 2, "limit": 2})).json()
+    assert ([p["unique_code"] for p in last["items"]], last["has_more"]) == (["A3"], False)
+    aggregated = (await client.get(url, params={"is_aggregated": "true"})).json()
+    assert [p["unique_code"] for p in aggregated["items"]] == ["A2"]
+    assert set(first["items"][0]) == PRODUCT_KEYS
+    # the same service as GET /products?batch_id=
+    main = (await client.get("/api/v1/products", params={"batch_id": batch["id"]})).json()
+    assert main["items"] == (await client.get(url)).json()["items"]
+    problem(await client.get("/api/v1/products/by-batch/99"), 404)
+    problem(await client.get("/api/v1/products/by-batch/0"), 422, ["path", "batch_id"])

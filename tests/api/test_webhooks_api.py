@@ -7,9 +7,11 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import func, select
 
+from app.config import get_settings
 from app.db import transaction
 from app.models import OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from tests.factories import create_batch
@@ -368,3 +370,40 @@ async def test_fan_out_matches_active_subscriptions(client):
         assert row.payload["data"]["batch_id"] == batch["id"]
     created = [r for r in rows if r.event_type == "batch_created"]
     assert created[0].event_id == created[1].event_id  # one event, two subscribers
+
+
+@pytest.fixture
+def private_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WEBHOOK_ALLOW_PRIVATE=false, as in production (the suite runs with it on)."""
+    settings = msgspec.structs.replace(get_settings(), webhook_allow_private=False)
+    monkeypatch.setattr("app.webhooks.service.get_settings", lambda: settings)
+
+
+@pytest.mark.usefixtures("private_refused")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://10.1.2.3/hook",
+        "https://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "http://[fd00:ec2::254]/hook",
+        "http://[::ffff:10.0.0.1]/hook",
+    ],
+)
+async def test_literal_private_addresses_are_refused_at_creation(client, url):
+    response = await client.post(WEBHOOKS, json=subscription(url=url))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "url"]
+    assert await count(WebhookSubscription) == 0
+    hook = await create_webhook(client)
+    patched = await client.patch(f"{WEBHOOKS}/{hook['id']}", json={"url": url})
+    assert patched.status_code == 422, patched.text
+
+
+@pytest.mark.usefixtures("private_refused")
+async def test_public_literal_and_names_are_checked_at_delivery(client):
+    await create_webhook(client, url="https://93.184.215.14/hook")
+    await create_webhook(client, url="https://internal.example/hook")  # resolved at delivery
+    assert await count(WebhookSubscription) == 2

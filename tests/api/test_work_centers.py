@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import create_batches, problem, shift_task_en, shift_task_ru
+from tests.factories import (
+    create_batches,
+    parse_time,
+    problem,
+    shift_task_en,
+    shift_task_ru,
+    without,
+)
 
-WORK_CENTER_KEYS = {"id", "identifier", "name", "batch_count", "open_batch_count"}
+WORK_CENTER_KEYS = {
+    "id",
+    "identifier",
+    "name",
+    "batch_count",
+    "open_batch_count",
+    "created_at",
+    "updated_at",
+}
 
 
 async def test_upsert_by_identifier_and_counts(client):
@@ -28,7 +43,8 @@ async def test_upsert_by_identifier_and_counts(client):
     body = response.json()
     assert set(body) == {"items", "total", "offset", "limit"}
     assert (body["total"], body["offset"], body["limit"]) == (2, 0, 20)
-    assert body["items"] == [
+    assert all(set(item) == WORK_CENTER_KEYS for item in body["items"])
+    assert [without(item, "created_at", "updated_at") for item in body["items"]] == [
         {"id": 1, "identifier": "WC-1", "name": "Line 1", "batch_count": 2, "open_batch_count": 1},
         {
             "id": 2,
@@ -88,3 +104,14 @@ async def test_missing_work_center_is_404(client):
 )
 async def test_bad_input_is_422(client, path, loc):
     problem(await client.get(path), 422, loc)
+
+
+async def test_work_centers_carry_created_and_updated_at(client):
+    await create_batches(client, [shift_task_ru(1, ИдентификаторРЦ="WC-1", РабочийЦентр="Т1")])
+    first = (await client.get("/api/v1/work-centers/1")).json()
+    assert first["created_at"] == first["updated_at"]
+    await create_batches(client, [shift_task_ru(2, ИдентификаторРЦ="WC-1", РабочийЦентр="Т1Б")])
+    renamed = (await client.get("/api/v1/work-centers/1")).json()
+    assert renamed["name"] == "Т1Б"
+    assert renamed["created_at"] == first["created_at"]
+    assert parse_time(renamed["updated_at"]) > parse_time(first["updated_at"])

@@ -100,7 +100,7 @@ async def test_aggregate_10k_codes_with_progress(client, workers):
     assert result["aggregated"] == 10_000
     assert result["failed"] == 3
     errors = {e["unique_code"]: e["error"] for e in result["errors"]}
-    assert errors["MISSING-1"] == "Product MISSING-1 not found"
+    assert errors["MISSING-1"] == "Product not found: MISSING-1"
     assert (
         errors["FOREIGN-1"]
         == f"Product FOREIGN-1 belongs to batch {other['id']}, not batch {batch['id']}"

@@ -4,15 +4,8 @@ one of them, or straight in SQL, is never answered stale by the other's read cac
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,61 +14,10 @@ from sqlalchemy import text
 
 from app.analytics.service import refresh_dashboard
 from app.db import transaction
-from tests import support
 from tests.factories import shift_task_en
+from tests.support import ApiProcess
 
 pytestmark = pytest.mark.e2e
-
-LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
-
-
-class ApiProcess:
-    """`python -m app` on an ephemeral port (read back from uvicorn's start-up line)."""
-
-    def __init__(self) -> None:
-        self.log = Path(tempfile.mkstemp(prefix="api-", suffix=".log")[1])
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> ApiProcess:
-        env = {
-            **os.environ,
-            **support.test_environment(),
-            "API_HOST": "127.0.0.1",
-            "API_PORT": "0",
-            "LOG_LEVEL": "INFO",  # uvicorn's start-up line carries the port
-        }
-        with self.log.open("wb") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app"],
-                cwd=support.ROOT,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def wait_listening(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            assert self.process.poll() is None, self.log.read_text()
-            if found := LISTENING.search(self.log.read_text(errors="replace")):
-                self.url = f"http://127.0.0.1:{found.group(1)}"
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"api did not start:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")

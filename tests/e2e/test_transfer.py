@@ -125,6 +125,29 @@ async def test_import_1c_csv_in_windows_1251(client):
     assert batches[8]["is_closed"] is False
 
 
+async def test_csv_quote_that_never_closes_fails_the_import_and_writes_nothing(client):
+    # Row 3 opens a quote in Бригада and never closes it: read leniently, rows 3..5 became
+    # one cell and the task "succeeded" with two of its five rows gone.
+    lines = csv_bytes([RU_HEADER, ru_row(1), ru_row(2)]).decode().splitlines()
+    team = RU_HEADER.index("Бригада")
+    broken = ru_row(3)
+    broken[team] = '"Бригада №4'
+    lines.append(",".join(str(cell) for cell in broken))
+    lines += csv_bytes([ru_row(4), ru_row(5)]).decode().splitlines()
+    data = ("\r\n".join(lines) + "\r\n").encode()
+    task = await _import(client, "broken.csv", data, "text/csv", status="FAILURE")
+    message = task["error"]["message"]
+    assert "row 4" in message, message  # the header is row 1
+    assert "never closed" in message, message
+    assert await count_rows("batches") == 0
+
+
+async def test_csv_with_quoted_multiline_cells_counts_every_row(client):
+    rows = [RU_HEADER, ru_row(1, Номенклатура="две\nстроки"), ru_row(2), ru_row(3)]
+    task = await _import(client, "ok.csv", csv_bytes(rows), "text/csv")
+    assert task["result"] == {"total": 3, "created": 3, "updated": 0, "skipped": 0, "errors": []}
+
+
 async def test_import_without_required_columns_fails_and_writes_nothing(client):
     keep = [k for k in RU_HEADER if k not in ("Смена", "КодЕКН")]
     rows = [keep, [shift_task_ru(1)[k] for k in keep]]
