@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from app.outbox import EVENTS
+
 API = "/api/v1"
 FINAL = ("SUCCESS", "FAILURE", "CANCELLED")
 RETRY_FOR_SECONDS = 90.0
@@ -346,14 +348,7 @@ class Workload:
             "/webhooks",
             json={
                 "url": url,
-                "events": [
-                    "batch_created",
-                    "batch_updated",
-                    "batch_closed",
-                    "product_aggregated",
-                    "report_generated",
-                    "import_completed",
-                ],
+                "events": list(EVENTS),
                 "secret_key": "chaos-secret",
                 "retry_count": 10,
                 "timeout": 5,
