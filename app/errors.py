@@ -149,12 +149,17 @@ def validation_response(errors: list[FieldError]) -> Response[ValidationProblem]
     )
 
 
-def domain_error_handler(
-    _: Request[Any, Any, Any], exc: DomainError
-) -> Response[Problem] | Response[ValidationProblem]:
+def domain_error_response(exc: DomainError) -> Response[Problem] | Response[ValidationProblem]:
+    """The problem a domain error answers with: 422s in the validation shape (list detail)."""
     if exc.status_code == 422:
         return validation_response(exc.errors or [FieldError(loc=["body"], msg=exc.detail)])
     return problem_response(exc.status_code, exc.title, exc.detail, exc.slug, exc.errors)
+
+
+def domain_error_handler(
+    _: Request[Any, Any, Any], exc: DomainError
+) -> Response[Problem] | Response[ValidationProblem]:
+    return domain_error_response(exc)
 
 
 # msgspec messages end with "- at `$[0].key`"; this splits the path into parts.

@@ -46,10 +46,10 @@ from app.errors import (
     Conflict,
     DomainError,
     InputInvalid,
+    domain_error_response,
     http_exception_handler,
     integrity_error_handler,
     internal_error_handler,
-    problem_response,
 )
 from app.middleware import authenticated_key
 from app.models import IdempotencyKey
@@ -62,7 +62,14 @@ IDEMPOTENCY_KEY_PARAMETER = OpenAPIParameter(
     name=HEADER,
     param_in=ParamType.HEADER,
     required=False,
-    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_KEY_LENGTH),
+    # Printable ASCII; no surrounding spaces, which HTTP strips from header values anyway.
+    # No example: one example key shared by every operation would be a key reused (422).
+    schema=Schema(
+        type=OpenAPIType.STRING,
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        pattern=r"^[!-~]([ -~]*[!-~])?$",
+    ),
     description=(
         "Makes a retry safe: for 24 h (IDEMPOTENCY_TTL) the same key with the same request "
         "gets the first response again (header `Idempotent-Replayed: true`) and nothing is "
@@ -197,9 +204,7 @@ async def _store(
 
 
 async def _send_problem(error: DomainError, scope: Scope, receive: Receive, send: Send) -> None:
-    response = problem_response(
-        error.status_code, error.title, error.detail, error.slug, error.errors
-    )
+    response = domain_error_response(error)
     await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
 
 

@@ -393,10 +393,11 @@ LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 class ApiProcess:
     """`python -m app` on an ephemeral port (read back from uvicorn's start-up line)."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         self.log = Path(tempfile.mkstemp(prefix="api-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.extra_env = extra_env or {}
 
     def start(self) -> ApiProcess:
         env = {
@@ -405,6 +406,7 @@ class ApiProcess:
             "API_HOST": "127.0.0.1",
             "API_PORT": "0",
             "LOG_LEVEL": "INFO",  # uvicorn's start-up line carries the port
+            **self.extra_env,
         }
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(

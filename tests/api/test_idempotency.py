@@ -62,8 +62,8 @@ async def test_a_replayed_task_is_the_same_task(client):
 async def test_same_key_with_another_request_is_422_and_does_nothing(client):
     assert (await export(client, "k-2")).status_code == 202
     body = problem(await export(client, "k-2", {"format": "excel", "filters": {}}), 422, KEY_LOC)
-    assert body["detail"].startswith("Invalid value for 'Idempotency-Key'")
     assert body["errors"][0]["type"] == "idempotency_key_reused"
+    assert "different request" in body["errors"][0]["msg"]
     # Another path with the same body and key is another request too.
     other_path = await client.post("/api/v1/batches", json=[shift_task_en()], headers=keyed("k-2"))
     problem(other_path, 422, KEY_LOC)
@@ -169,7 +169,6 @@ async def test_bad_keys_are_422_naming_the_header(client, key, error_type):
     )
     body = problem(response, 422, KEY_LOC)
     assert body["errors"][0]["type"] == error_type
-    assert body["detail"].startswith("Invalid value for 'Idempotency-Key'")
     assert await count_rows("batches") == 0
     assert await count_rows("idempotency_keys") == 0
 
