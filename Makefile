@@ -97,7 +97,7 @@ rabbit-ui: ## enable the RabbitMQ management console and print its URL
 
 .PHONY: queues
 queues: sync ## depth of every queue with its delay (.DQ) and dead-letter (.XQ) queue
-	$(RUN) python -m workers.queues
+	$(RUN) python -m app.queues
 
 .PHONY: dlq
 dlq: sync ## list dead-lettered messages

@@ -31,7 +31,7 @@ def _dead_letters(
     channel: pika.adapters.blocking_connection.BlockingChannel, queue: str
 ) -> Iterator[tuple[int, dramatiq.Message[Any]]]:
     """Yield (delivery tag, message) for every message in `queue`.XQ (declared if missing)."""
-    from workers.broker import broker
+    from app.broker import broker
 
     broker.declare_queue(queue, ensure=True)  # also declares .DQ and .XQ with their arguments
     while True:
@@ -59,7 +59,7 @@ def list_dead_letters() -> int:
 
 
 def requeue_dead_letters() -> int:
-    from workers.broker import broker
+    from app.broker import broker
 
     connection, channel = _channel()
     try:

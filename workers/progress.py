@@ -60,12 +60,12 @@ from prometheus_client import Histogram
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.broker import broker, shutting_down
 from app.config import get_settings
 from app.db import transaction
 from app.models import FINISHED_STATUSES, TaskStatus
 from app.tasks.kinds import TASK_QUEUES
 from app.tasks.locks import TASK_LOCK_APPLICATION, TASK_LOCK_NAMESPACE, task_lock_key
-from workers.broker import broker, shutting_down
 
 log = structlog.get_logger(__name__)
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import workers.actors
 from app import wiring
+from app.broker import broker
 from app.config import load_settings
 from app.errors import loc_from_msgspec
 from app.tasks.kinds import QUEUES, TASK_QUEUES
 from app.webhooks.service import fan_out
 from scheduler.jobs import SCHEDULE
-from workers.broker import broker
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESS_CODE = ("app", "workers", "scheduler", "bench")
@@ -100,3 +100,21 @@ def test_msgspec_paths_become_loc():
         "Expected `int`, got `str`",
     )
     assert loc_from_msgspec("Object contains unknown field `x` - at `$[0]`")[0] == ["body", 0, "x"]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+    return modules
+
+
+def test_no_layer_reaches_up():
+    """workers/ is built on app/, never the reverse (the broker included): the api and the
+    scheduler load no worker code."""
+    for path in (ROOT / "app").rglob("*.py"):
+        upward = {m for m in _imported_modules(path) if m.split(".")[0] == "workers"}
+        assert not upward, f"{path.relative_to(ROOT)} imports {sorted(upward)}"

@@ -9,8 +9,8 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
+from app.broker import broker
 from app.storage import cleanup_expired_files, ensure_buckets_with_retry
-from workers.broker import broker
 from workers.progress import TaskContext, task_actor
 
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import dramatiq
 
+from app.broker import broker
 from app.db import transaction
 from app.tasks.kinds import TASK_QUEUES
 from app.webhooks.delivery import deliver
 from app.webhooks.service import SWEEP_BATCH, requeue_due_deliveries
-from workers.broker import broker
 from workers.progress import TaskContext, is_retryable, task_actor
 
 # Longest request (timeout <= 60 s) plus DNS and the two short transactions.

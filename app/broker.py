@@ -1,4 +1,6 @@
-"""The Dramatiq RabbitMQ broker shared by workers, the api's outbox relay and the scheduler."""
+"""The Dramatiq RabbitMQ broker (queues, middleware) shared by workers, the outbox relay and
+the scheduler. Built here in `app/` so `workers/` depends on `app/`, never the reverse; the
+worker command (workers/__main__.py) names it as `app.broker:broker`."""
 
 from __future__ import annotations
 
