@@ -63,7 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long a POST's Idempotency-Key and its stored first response are kept (seconds).
     idempotency_ttl: int = 24 * 3600
     # Heartbeats come every third of this (at most 5 s). Ownership is the task's advisory lock
-    # (workers/progress.py): an older heartbeat only makes the reaper check that lock.
+    # (app/tasks/locks.py): an older heartbeat only makes the reaper check that lock.
     task_stale_after: int = 60
     max_body_size: int = 32 * 1024 * 1024
     tz: str = "UTC"

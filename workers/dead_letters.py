@@ -16,7 +16,6 @@ from typing import Any
 
 import dramatiq
 import pika
-from sqlalchemy import text
 
 from app.config import get_settings
 from app.tasks.kinds import QUEUES
@@ -88,6 +87,7 @@ def _in_own_loop(coroutine: Coroutine[Any, Any, None]) -> None:
 async def _reset_tasks(message_ids: list[str]) -> None:
     """Task-backed messages use the task id as message id: make those tasks claimable again."""
     from app.db import dispose_engine, transaction
+    from app.tasks.lifecycle import reset_for_requeue
 
     ids = []
     for message_id in message_ids:
@@ -97,14 +97,7 @@ async def _reset_tasks(message_ids: list[str]) -> None:
             continue
     if ids:
         async with transaction() as session:
-            await session.execute(
-                text(
-                    "UPDATE tasks SET status = 'RETRYING', finished_at = NULL, "
-                    "max_attempts = attempts + 1 "
-                    "WHERE id = ANY(:ids) AND status IN ('FAILURE', 'RETRYING', 'STARTED')"
-                ),
-                {"ids": ids},
-            )
+            await reset_for_requeue(session, ids)
     await dispose_engine()
 
 

@@ -1,0 +1,39 @@
+"""Where each kind of rule lives (CONTRIBUTING.md): a rule written in the wrong place fails here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from app.models import TaskStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCESS_CODE = ("app", "workers", "scheduler")
+LIFECYCLE = ROOT / "app" / "tasks" / "lifecycle.py"
+
+
+def _process_files() -> list[Path]:
+    return [path for folder in PROCESS_CODE for path in (ROOT / folder).rglob("*.py")]
+
+
+def test_only_the_lifecycle_module_changes_a_task_status():
+    """Every task status change is a function of app/tasks/lifecycle.py, with its SQL."""
+    writes = re.compile(r"UPDATE\s+tasks\b|update\(Task\)|\.status\s*=\s*TaskStatus\.", re.I)
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in _process_files()
+        if path != LIFECYCLE and writes.search(path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_task_statuses_are_spelled_through_the_enum():
+    """No 'STARTED' or 'RETRYING' beside the TaskStatus enum (its one declaration aside)."""
+    names = "|".join(status.value for status in TaskStatus)
+    literal = re.compile(rf"""['"]({names})['"]""")
+    offenders = []
+    for path in _process_files():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if literal.search(line) and not re.match(r"\s*\w+ = \"\w+\"$", line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == []
