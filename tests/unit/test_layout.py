@@ -37,3 +37,21 @@ def test_task_statuses_are_spelled_through_the_enum():
             if literal.search(line) and not re.match(r"\s*\w+ = \"\w+\"$", line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_services_take_a_session_and_jobs_open_their_own():
+    """`service.py` functions run in the caller's transaction; work that opens its own
+    transactions (and runs as a task) lives in `jobs.py`."""
+    for path in (ROOT / "app").glob("*/service.py"):
+        assert "transaction()" not in path.read_text(), f"{path.relative_to(ROOT)} opens one"
+
+
+def test_the_job_context_is_declared_once():
+    """Jobs take app.tasks.context's TaskContext/JobContext/Progress, never their own copy."""
+    declared = re.compile(r"^class (JobContext|TaskContext)\b|^Progress = ", re.M)
+    places = [
+        str(path.relative_to(ROOT))
+        for path in _process_files()
+        if declared.search(path.read_text())
+    ]
+    assert places == ["app/tasks/context.py"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.analytics.service import refresh_dashboard
+from app.analytics.jobs import refresh_dashboard
 from app.tasks.context import TaskContext
 from workers.task_actor import task_actor
 

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from app.errors import NotFound
-from app.reports.service import generate_report as generate
+from app.reports.jobs import generate_report as generate
 from app.tasks.context import TaskContext, TaskFailed
 from workers.task_actor import task_actor
 

@@ -9,8 +9,8 @@ import msgspec
 from app.storage import StoredObjectMissing
 from app.tasks.context import TaskContext, TaskFailed
 from app.transfer.importer import ImportRejected
+from app.transfer.jobs import run_export, run_import
 from app.transfer.schemas import ExportFilters
-from app.transfer.service import run_export, run_import
 from workers.task_actor import task_actor
 
 
