@@ -36,7 +36,7 @@ from app.analytics.schemas import (
     TodayFigures,
     WorkCenterFigures,
 )
-from app.batches.schemas import WorkCenterOut
+from app.batches.schemas import WorkCenterRef
 from app.cache import DASHBOARD_TTL
 from app.config import get_settings
 from app.errors import FieldError, InputInvalid, NotFound
@@ -182,7 +182,7 @@ async def compute_dashboard(session: AsyncSession, now: dt.datetime) -> Dashboar
                     batch_number=r.batch_number,
                     batch_date=r.batch_date,
                     shift=r.shift,
-                    work_center=WorkCenterOut(r.work_center_id, r.identifier, r.name),
+                    work_center=WorkCenterRef(r.work_center_id, r.identifier, r.name),
                     shift_end=r.shift_end,
                     total_products=r.products,
                     aggregated_products=r.aggregated,
@@ -287,10 +287,6 @@ def _production(row: Any) -> dict[str, Any]:
     }
 
 
-def _work_center(wc: WorkCenter) -> WorkCenterOut:
-    return WorkCenterOut(id=wc.id, identifier=wc.identifier, name=wc.name)
-
-
 HOURLY_AGGREGATIONS = text(
     """
     SELECT date_trunc('hour', aggregated_at, :tz) AS hour, count(*) AS aggregated
@@ -327,7 +323,7 @@ async def batch_statistics(session: AsyncSession, batch_id: int) -> BatchStatist
             batch_date=batch.batch_date,
             is_closed=batch.is_closed,
             closed_at=batch.closed_at,
-            work_center=_work_center(wc),
+            work_center=msgspec.convert(wc, WorkCenterRef, from_attributes=True),
             shift=batch.shift,
             team=batch.team,
             nomenclature=batch.nomenclature,
@@ -398,7 +394,7 @@ async def compare_batches(session: AsyncSession, ids: Sequence[int]) -> Comparis
                 batch_id=batch.id,
                 batch_number=batch.batch_number,
                 batch_date=batch.batch_date,
-                work_center=_work_center(row.WorkCenter),
+                work_center=msgspec.convert(row.WorkCenter, WorkCenterRef, from_attributes=True),
                 shift=batch.shift,
                 team=batch.team,
                 is_closed=batch.is_closed,
