@@ -55,3 +55,42 @@ def test_the_job_context_is_declared_once():
         if declared.search(path.read_text())
     ]
     assert places == ["app/tasks/context.py"]
+
+
+FEATURES = ROOT / "app"
+# Folders of app/ that are features (an /api/v1 resource): each has the three files.
+NOT_FEATURES = {"system", "metrics", "tasks"}  # probes, Prometheus, the job machinery
+
+
+def test_every_feature_folder_has_api_schemas_and_service():
+    for folder in sorted(p for p in FEATURES.iterdir() if (p / "__init__.py").exists()):
+        if folder.name in NOT_FEATURES:
+            continue
+        missing = [f for f in ("api.py", "schemas.py", "service.py") if not (folder / f).exists()]
+        assert not missing, f"app/{folder.name} lacks {missing}"
+
+
+def test_every_event_and_task_kind_is_in_the_readme():
+    """CONTRIBUTING's last step: the README names every webhook event and every task kind."""
+    from app.outbox import EVENTS
+    from app.tasks.kinds import TASK_QUEUES
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [n for n in (*EVENTS, *TASK_QUEUES) if not re.search(rf"\b{n}\b", readme)]
+    assert missing == []
+
+
+def test_the_project_refers_to_no_file_outside_it():
+    """Comments, docs and tests name files of this repository only (no specification seeds
+    or design notes kept elsewhere)."""
+    outside = re.compile(r"\bseeds?\b \d{3}|\bseeds?/|DESIGN\.md", re.I)
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in (*PROCESS_CODE, "tests", "migrations", "ops", "bench", "chaos")
+        for path in (ROOT / folder).rglob("*.py")
+        if path != Path(__file__) and outside.search(path.read_text())
+    ]
+    for doc in ("README.md", "CONTRIBUTING.md"):
+        if outside.search((ROOT / doc).read_text()):
+            offenders.append(doc)
+    assert offenders == []
