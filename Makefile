@@ -72,6 +72,11 @@ scheduler: sync ## the scheduler alone
 test: sync ## the whole suite against the real PostgreSQL, RabbitMQ and a local S3
 	$(RUN) pytest
 
+.PHONY: test-unit
+test-unit: sync ## the tests that need no services (PostgreSQL and RabbitMQ may be stopped)
+	DATABASE_URL=postgresql+asyncpg://root@127.0.0.1:1/none RABBITMQ_URL=amqp://guest:guest@127.0.0.1:1/ \
+	  $(RUN) pytest tests/unit
+
 .PHONY: lint
 lint: sync ## ruff format check + lint, mypy
 	$(RUN) ruff format --check .
@@ -97,7 +102,7 @@ rabbit-ui: ## enable the RabbitMQ management console and print its URL
 
 .PHONY: queues
 queues: sync ## depth of every queue with its delay (.DQ) and dead-letter (.XQ) queue
-	$(RUN) python -m workers.queues
+	$(RUN) python -m app.queues
 
 .PHONY: dlq
 dlq: sync ## list dead-lettered messages

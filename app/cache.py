@@ -157,7 +157,7 @@ class ReadCache:
             if entry is not None:
                 self.hits += 1
                 _note("HIT")
-                return entry.value  # type: ignore[no-any-return]
+                return entry.value
         self.misses += 1
         _note("MISS")
         generation, watch = self._generation, _Watch()

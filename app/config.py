@@ -63,11 +63,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long a POST's Idempotency-Key and its stored first response are kept (seconds).
     idempotency_ttl: int = 24 * 3600
     # Heartbeats come every third of this (at most 5 s). Ownership is the task's advisory lock
-    # (workers/progress.py): an older heartbeat only makes the reaper check that lock.
+    # (app/tasks/locks.py): an older heartbeat only makes the reaper check that lock.
     task_stale_after: int = 60
     max_body_size: int = 32 * 1024 * 1024
     tz: str = "UTC"
-    # The api applies migrations before serving (the container default, seed 004).
+    # The api applies migrations before serving (the container default).
     migrate_on_start: bool = False
     # Scheduler: > 0 fires every job every N seconds, cron-aligned (tests and demos only);
     # a misfire grace (s) replacing each job's own when > 0; how often a follower retries
@@ -95,7 +95,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _url_from_parts(env: dict[str, str]) -> dict[str, str]:
-    """Seed 000's split variables build the URLs when the URLs themselves are unset."""
+    """The split variables (DB_HOST, RABBITMQ_HOST, ...) build the URLs when these are unset."""
     built: dict[str, str] = {}
     if "DATABASE_URL" not in env and "DB_HOST" in env:
         user = quote(env.get("DB_USER", "root"))

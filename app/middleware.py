@@ -133,7 +133,7 @@ def api_key_auth(app: ASGIApp) -> ASGIApp:
             "unauthorized",
             headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'},
         )
-        await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
+        await response.to_asgi_response(app=None, request=None)(scope, receive, send)
 
     return middleware
 

@@ -127,7 +127,7 @@ class Task(Base):
         Index(
             "ix_tasks_started_heartbeat",
             "heartbeat_at",
-            postgresql_where=text("status = 'STARTED'"),
+            postgresql_where=text(f"status = '{TaskStatus.STARTED.value}'"),
         ),
     )
 

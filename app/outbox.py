@@ -173,7 +173,7 @@ class Publisher:
     def _publish(messages: list[dict[str, Any]]) -> None:
         import dramatiq
 
-        from workers.broker import broker
+        from app.broker import broker
 
         for payload in messages:
             broker.enqueue(

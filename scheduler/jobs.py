@@ -77,7 +77,7 @@ class PlannedJob:
         return self.job.name
 
     def next_fire_time(self, now: dt.datetime) -> dt.datetime | None:
-        return self.trigger.get_next_fire_time(None, now)  # type: ignore[no-any-return]
+        return self.trigger.get_next_fire_time(None, now)
 
     def first_run_time(self, now: dt.datetime) -> dt.datetime | None:
         """Where a (re)started leader begins: the earliest fire still within the grace.

@@ -1,14 +1,14 @@
-"""Shared fixtures: real PostgreSQL (own database), real RabbitMQ (own vhost), the real app."""
+"""The test environment (own database and vhost names, a local S3) and shared helpers.
+
+The fixtures that need the services are tests/services.py's; tests/unit uses none of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
-
-import pytest
 
 from tests import support
 
@@ -18,53 +18,10 @@ os.environ.update(support.test_environment())
 os.environ.update(support.local_s3_environment())
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # xdist-free and once per run: a fresh schema and a fresh vhost.
-    support.prepare_database()
-    support.prepare_vhost()
-
+# The fixtures that need PostgreSQL and RabbitMQ; none runs unless a test asks for it.
+pytest_plugins = ["tests.services"]
 
 from litestar.testing import AsyncTestClient  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-from sqlalchemy.exc import DBAPIError  # noqa: E402
-
-from app.db import transaction  # noqa: E402
-from app.main import create_app  # noqa: E402
-
-TABLES = (
-    "webhook_attempts, webhook_deliveries, webhook_subscriptions, products, batches, "
-    "work_centers, tasks, outbox, files, statistics_snapshots, scheduler_runs, api_keys, "
-    "idempotency_keys"
-)
-
-
-@pytest.fixture(scope="session")
-async def client() -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app()) as test_client:
-        yield test_client
-
-
-@pytest.fixture(autouse=True)
-async def clean_database() -> None:
-    # The relay may hold row locks on the outbox while it drains the previous test's events;
-    # TRUNCATE then deadlocks with it now and then: try again.
-    for attempt in range(10):
-        try:
-            async with transaction() as session:
-                await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-            return
-        except DBAPIError as exc:
-            if "deadlock" not in str(exc) or attempt == 9:
-                raise
-            await asyncio.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def workers() -> Iterator[support.WorkerGroup]:
-    """Real worker processes for every queue, one group per test module."""
-    group = support.WorkerGroup(["fast", "heavy", "webhooks"]).start()
-    yield group
-    group.stop()
 
 
 async def wait_for_task(

@@ -32,7 +32,7 @@ class Received:
     at: float  # time.time() on arrival
 
     @property
-    def json(self) -> dict:  # type: ignore[type-arg]
+    def json(self) -> dict:
         return msgspec.json.decode(self.body)
 
     def header(self, name: str) -> str:

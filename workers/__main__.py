@@ -35,7 +35,7 @@ def command_for(queue: str) -> list[str]:
         sys.executable,
         "-m",
         "dramatiq",
-        "workers.broker:broker",
+        "app.broker:broker",
         *ACTOR_MODULES,
         "--queues",
         queue,

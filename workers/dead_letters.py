@@ -16,7 +16,6 @@ from typing import Any
 
 import dramatiq
 import pika
-from sqlalchemy import text
 
 from app.config import get_settings
 from app.tasks.kinds import QUEUES
@@ -31,7 +30,7 @@ def _dead_letters(
     channel: pika.adapters.blocking_connection.BlockingChannel, queue: str
 ) -> Iterator[tuple[int, dramatiq.Message[Any]]]:
     """Yield (delivery tag, message) for every message in `queue`.XQ (declared if missing)."""
-    from workers.broker import broker
+    from app.broker import broker
 
     broker.declare_queue(queue, ensure=True)  # also declares .DQ and .XQ with their arguments
     while True:
@@ -59,7 +58,7 @@ def list_dead_letters() -> int:
 
 
 def requeue_dead_letters() -> int:
-    from workers.broker import broker
+    from app.broker import broker
 
     connection, channel = _channel()
     try:
@@ -88,6 +87,7 @@ def _in_own_loop(coroutine: Coroutine[Any, Any, None]) -> None:
 async def _reset_tasks(message_ids: list[str]) -> None:
     """Task-backed messages use the task id as message id: make those tasks claimable again."""
     from app.db import dispose_engine, transaction
+    from app.tasks.lifecycle import reset_for_requeue
 
     ids = []
     for message_id in message_ids:
@@ -97,14 +97,7 @@ async def _reset_tasks(message_ids: list[str]) -> None:
             continue
     if ids:
         async with transaction() as session:
-            await session.execute(
-                text(
-                    "UPDATE tasks SET status = 'RETRYING', finished_at = NULL, "
-                    "max_attempts = attempts + 1 "
-                    "WHERE id = ANY(:ids) AND status IN ('FAILURE', 'RETRYING', 'STARTED')"
-                ),
-                {"ids": ids},
-            )
+            await reset_for_requeue(session, ids)
     await dispose_engine()
 
 

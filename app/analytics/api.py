@@ -6,7 +6,7 @@ from litestar import Controller, get, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
-from app.analytics import service
+from app.analytics import jobs, service
 from app.analytics.schemas import (
     MAX_COMPARED,
     MIN_COMPARED,
@@ -38,7 +38,7 @@ class AnalyticsController(Controller):
     async def dashboard(self, db: Db) -> Dashboard:
         return await read_cache.get_or_compute(
             ("dashboard",),
-            lambda: service.dashboard(db, read_cache.unchanged_since),
+            lambda: jobs.dashboard(db, read_cache.unchanged_since),
             ttl=service.snapshot_ttl,
             tags=DASHBOARD_TAGS,
         )

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import msgspec
 
-from app.batches.schemas import WorkCenterOut
+from app.batches.schemas import WorkCenterRef
 from app.schemas import Int32
 
 MIN_COMPARED = 2
@@ -43,7 +43,7 @@ class ClosingBatch(msgspec.Struct, kw_only=True):
     batch_number: int
     batch_date: dt.date
     shift: str
-    work_center: WorkCenterOut
+    work_center: WorkCenterRef
     shift_end: dt.datetime
     total_products: int
     aggregated_products: int
@@ -73,7 +73,7 @@ class BatchInfo(msgspec.Struct, kw_only=True):
     batch_date: dt.date
     is_closed: bool
     closed_at: dt.datetime | None
-    work_center: WorkCenterOut
+    work_center: WorkCenterRef
     shift: str
     team: str
     nomenclature: str
@@ -119,7 +119,7 @@ class BatchComparison(msgspec.Struct, kw_only=True):
     batch_id: int
     batch_number: int
     batch_date: dt.date
-    work_center: WorkCenterOut
+    work_center: WorkCenterRef
     shift: str
     team: str
     is_closed: bool

@@ -6,20 +6,19 @@ every 5 minutes into `statistics_snapshots`, and read from there; when the snaps
 missing, older than SNAPSHOT_MAX_AGE (scheduler down), from another day, or older than a
 change to the data it summarises, the first request recomputes it, under an advisory lock
 so concurrent requests wait for that one. A dashboard is never older than the last write.
+The refresh (its own transaction) and the endpoint's read-through are app/analytics/jobs.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
 from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.schemas import (
@@ -37,10 +36,9 @@ from app.analytics.schemas import (
     TodayFigures,
     WorkCenterFigures,
 )
-from app.batches.schemas import WorkCenterOut
+from app.batches.schemas import WorkCenterRef
 from app.cache import DASHBOARD_TTL
 from app.config import get_settings
-from app.db import transaction
 from app.errors import FieldError, InputInvalid, NotFound
 from app.models import Batch, Product, StatisticsSnapshot, WorkCenter
 
@@ -184,7 +182,7 @@ async def compute_dashboard(session: AsyncSession, now: dt.datetime) -> Dashboar
                     batch_number=r.batch_number,
                     batch_date=r.batch_date,
                     shift=r.shift,
-                    work_center=WorkCenterOut(r.work_center_id, r.identifier, r.name),
+                    work_center=WorkCenterRef(r.work_center_id, r.identifier, r.name),
                     shift_end=r.shift_end,
                     total_products=r.products,
                     aggregated_products=r.aggregated,
@@ -213,7 +211,7 @@ def snapshot_ttl(dashboard: Dashboard) -> float:
     return max(0.0, min(DASHBOARD_TTL, (stale_at - now).total_seconds()))
 
 
-async def _read_snapshot(session: AsyncSession) -> Dashboard | None:
+async def read_snapshot(session: AsyncSession) -> Dashboard | None:
     data = (
         await session.execute(
             select(StatisticsSnapshot.data).where(StatisticsSnapshot.name == DASHBOARD_SNAPSHOT)
@@ -222,62 +220,29 @@ async def _read_snapshot(session: AsyncSession) -> Dashboard | None:
     return None if data is None else msgspec.convert(data, Dashboard)
 
 
-async def refresh_dashboard(
-    *, force: bool, not_before: dt.datetime | None = None
-) -> tuple[Dashboard, float | None]:
-    """Recompute and store the dashboard snapshot; returns it and the compute time in ms.
-
-    Without `force`, a snapshot made fresh meanwhile (by whoever held the lock, at or after
-    `not_before`) is returned as is (compute time None).
-    """
-    async with transaction() as session:
-        await session.execute(select(func.pg_advisory_xact_lock(DASHBOARD_LOCK_KEY)))
-        now = dt.datetime.now(dt.UTC)
-        if not force:
-            current = await _read_snapshot(session)
-            recent = not_before is None or (
-                current is not None and current.generated_at >= not_before
-            )
-            if current is not None and is_fresh(current, now) and recent:
-                return current, None
-        started = time.perf_counter()
-        dashboard = await compute_dashboard(session, now)
-        duration_ms = round((time.perf_counter() - started) * 1000, 1)
-        values = {
-            "name": DASHBOARD_SNAPSHOT,
-            "data": msgspec.to_builtins(dashboard),
-            "computed_at": now,
-            "duration_ms": duration_ms,
-        }
-        stmt = pg_insert(StatisticsSnapshot).values(values)
-        await session.execute(
-            stmt.on_conflict_do_update(index_elements=[StatisticsSnapshot.name], set_=values)
-        )
-    return dashboard, duration_ms
-
-
 # The tables the dashboard summarises: a change to any of them outdates a snapshot.
 DASHBOARD_SOURCES = ("batches", "products", "work_centers")
 # Snapshots may be computed on another host: allow for that much clock difference.
 CLOCK_SKEW = dt.timedelta(seconds=1)
 
 
-async def dashboard(
+async def fresh_snapshot(
     session: AsyncSession,
+    decided_at: dt.datetime,
     unchanged_since: Callable[[Sequence[str], float], Awaitable[bool]] | None = None,
-) -> Dashboard:
-    """The latest snapshot if nothing it summarises changed since; else a new one.
+) -> Dashboard | None:
+    """The latest snapshot if nothing it summarises changed since; None when it needs a
+    refresh (app/analytics/jobs.py refresh_dashboard, not_before=decided_at).
 
     `unchanged_since(tables, moment)` answers from this process's change notifications
     (the read cache's listener); without it a snapshot is trusted for its age only.
     """
-    decided_at = dt.datetime.now(dt.UTC)
-    current = await _read_snapshot(session)
+    current = await read_snapshot(session)
     if current is not None and is_fresh(current, decided_at):
         moment = (current.generated_at - CLOCK_SKEW).timestamp()
         if unchanged_since is None or await unchanged_since(DASHBOARD_SOURCES, moment):
             return current
-    return (await refresh_dashboard(force=False, not_before=decided_at))[0]
+    return None
 
 
 async def _batch_rows(session: AsyncSession, ids: Sequence[int]) -> dict[int, Any]:
@@ -322,10 +287,6 @@ def _production(row: Any) -> dict[str, Any]:
     }
 
 
-def _work_center(wc: WorkCenter) -> WorkCenterOut:
-    return WorkCenterOut(id=wc.id, identifier=wc.identifier, name=wc.name)
-
-
 HOURLY_AGGREGATIONS = text(
     """
     SELECT date_trunc('hour', aggregated_at, :tz) AS hour, count(*) AS aggregated
@@ -362,7 +323,7 @@ async def batch_statistics(session: AsyncSession, batch_id: int) -> BatchStatist
             batch_date=batch.batch_date,
             is_closed=batch.is_closed,
             closed_at=batch.closed_at,
-            work_center=_work_center(wc),
+            work_center=msgspec.convert(wc, WorkCenterRef, from_attributes=True),
             shift=batch.shift,
             team=batch.team,
             nomenclature=batch.nomenclature,
@@ -433,7 +394,7 @@ async def compare_batches(session: AsyncSession, ids: Sequence[int]) -> Comparis
                 batch_id=batch.id,
                 batch_number=batch.batch_number,
                 batch_date=batch.batch_date,
-                work_center=_work_center(row.WorkCenter),
+                work_center=msgspec.convert(row.WorkCenter, WorkCenterRef, from_attributes=True),
                 shift=batch.shift,
                 team=batch.team,
                 is_closed=batch.is_closed,

@@ -110,7 +110,7 @@ def _prefers_russian(item: BatchInput) -> bool:
     )
 
 
-class WorkCenterOut(msgspec.Struct):
+class WorkCenterRef(msgspec.Struct):
     id: int
     identifier: str
     name: str
@@ -130,7 +130,7 @@ class BatchBase(msgspec.Struct, kw_only=True):
     is_closed: bool
     closed_at: dt.datetime | None
     task_description: str
-    work_center: WorkCenterOut
+    work_center: WorkCenterRef
     shift: str
     team: str
     batch_number: int

@@ -17,7 +17,7 @@ from app.batches.schemas import (
     BatchListItem,
     BatchOut,
     ProductBrief,
-    WorkCenterOut,
+    WorkCenterRef,
 )
 from app.errors import Conflict, FieldError, InputInvalid, NotFound
 from app.models import Batch, Product, WorkCenter
@@ -188,17 +188,13 @@ def _batch_select() -> Select[Batch, WorkCenter]:
     return select(Batch, WorkCenter).join(WorkCenter, Batch.work_center_id == WorkCenter.id)
 
 
-def _work_center_out(wc: WorkCenter) -> WorkCenterOut:
-    return WorkCenterOut(id=wc.id, identifier=wc.identifier, name=wc.name)
-
-
 def _common(batch: Batch, wc: WorkCenter) -> dict[str, Any]:
     return {
         "id": batch.id,
         "is_closed": batch.is_closed,
         "closed_at": batch.closed_at,
         "task_description": batch.task_description,
-        "work_center": _work_center_out(wc),
+        "work_center": msgspec.convert(wc, WorkCenterRef, from_attributes=True),
         "shift": batch.shift,
         "team": batch.team,
         "batch_number": batch.batch_number,

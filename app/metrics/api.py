@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.config import get_settings
 from app.errors import problem_response
-from app.metrics.service import render_metrics
+from app.metrics.collector import render_metrics
 
 # HTTP requests by route template (never the raw path: /batches/1 and /batches/2 are one
 # series), method and status, with a latency histogram. Unrouted paths (404) never reach

@@ -25,7 +25,7 @@ class NotificationRejected(Exception):
 
 
 async def enqueue_notification(session: AsyncSession, notification: Notification) -> Task:
-    """Queue an email on `fast` ahead of normal-priority work (seed 002's priority queue)."""
+    """Queue an email on `fast` ahead of normal-priority work (a priority queue)."""
     return await enqueue_task(
         session,
         "send_notification",

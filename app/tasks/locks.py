@@ -1,4 +1,4 @@
-"""The per-task advisory lock: whoever holds it runs the task.
+"""The per-task advisory lock: whoever holds it runs the task (TaskLock holds it).
 
 A worker takes `pg_try_advisory_lock(TASK_LOCK_NAMESPACE, task_lock_key(id))` on a dedicated
 connection before it claims a task and holds it until the task is finished. PostgreSQL drops
@@ -12,13 +12,22 @@ tasks that share them (about 1 in 4 billion per pair) only make each other wait.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Final
+
+import asyncpg
+import msgspec
+
+from app.config import get_settings
 
 TASK_LOCK_NAMESPACE: Final = 0x50435441  # "PCTA"; the scheduler leader uses 0x50435343
 
 # application_name of a lock connection, so `pg_stat_activity` shows which task it holds.
 TASK_LOCK_APPLICATION: Final = "pc-task "
+LOCK_TIMEOUT: Final = 5.0  # seconds for one statement or close on the lock connection
+
+LOCK_CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def task_lock_key(task_id: uuid.UUID) -> int:
@@ -40,3 +49,65 @@ def lock_is_held_sql(id_column: str) -> str:
           AND l.objid::bigint
               = ('x' || left(replace({id_column}::text, '-', ''), 8))::bit(32)::bigint
     )"""
+
+
+class TaskLock:
+    """The task's session advisory lock, held by a dedicated connection for the whole run.
+
+    The connection also carries the owner's claim and heartbeats (app/tasks/lifecycle.py):
+    a failure on it means the lock, and so the task, is lost.
+    """
+
+    def __init__(self, task_id: uuid.UUID, connection: asyncpg.Connection) -> None:
+        self.task_id = task_id
+        self.connection = connection
+        self.lost = asyncio.Event()
+        connection.add_termination_listener(lambda _connection: self.lost.set())
+
+    @classmethod
+    async def try_acquire(cls, task_id: uuid.UUID) -> TaskLock | None:
+        """The lock if nobody holds it, else None (the connection is closed again)."""
+        connection = await asyncpg.connect(
+            get_settings().sync_database_url,
+            timeout=10,
+            server_settings={
+                "application_name": f"{TASK_LOCK_APPLICATION}{task_id}"[:63],
+                # A vanished host's connection (and lock) is dropped after ~10 + 3 x 5 s idle.
+                "tcp_keepalives_idle": "10",
+                "tcp_keepalives_interval": "5",
+                "tcp_keepalives_count": "3",
+            },
+        )
+        try:
+            await connection.set_type_codec(
+                "jsonb",
+                schema="pg_catalog",
+                encoder=lambda value: msgspec.json.encode(value).decode(),
+                decoder=msgspec.json.decode,
+            )
+            acquired = await connection.fetchval(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                TASK_LOCK_NAMESPACE,
+                task_lock_key(task_id),
+                timeout=LOCK_TIMEOUT,
+            )
+        except BaseException:
+            connection.terminate()
+            raise
+        if not acquired:
+            await _close(connection)
+            return None
+        return cls(task_id, connection)
+
+    async def release(self) -> None:
+        """Give the lock up by closing its connection (the only way it is held)."""
+        await _close(self.connection)
+
+
+async def _close(connection: asyncpg.Connection) -> None:
+    if connection.is_closed():
+        return
+    try:
+        await asyncio.wait_for(connection.close(), timeout=LOCK_TIMEOUT)
+    except LOCK_CONNECTION_ERRORS:
+        connection.terminate()

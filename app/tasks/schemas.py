@@ -5,6 +5,8 @@ from typing import Any
 
 import msgspec
 
+from app.models import TaskStatus
+
 
 class TaskProgress(msgspec.Struct):
     current: int
@@ -29,4 +31,4 @@ class TaskAccepted(msgspec.Struct):
     """The 202 answer of every endpoint that starts a background task."""
 
     task_id: str
-    status: str = "PENDING"
+    status: str = TaskStatus.PENDING.value

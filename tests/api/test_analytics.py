@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from app.analytics.service import CLOCK_SKEW, refresh_dashboard
+from app.analytics.jobs import refresh_dashboard
+from app.analytics.service import CLOCK_SKEW
 from app.cache import read_cache
 from app.db import transaction
 from tests.factories import add_codes, aggregate, create_batches, parse_time, problem, shift_task_en

@@ -23,7 +23,7 @@ from tests.factories import (
 )
 from tests.support import TEST_DATABASE_URL
 
-# The batch object of the contract (DESIGN.md), key for key.
+# The batch object of the API (README, "API summary"), key for key.
 BATCH_KEYS = {
     "id",
     "is_closed",

@@ -21,3 +21,25 @@ def test_models_match_the_migrated_schema():
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "No new upgrade operations detected" in done.stdout + done.stderr
+
+
+async def test_every_cached_table_has_its_invalidation_triggers():
+    """A table a cached answer depends on NOTIFYs the read cache on every kind of change."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import text
+
+    from app.cache import DASHBOARD_TAGS, batch_page_tags
+    from app.db import transaction
+
+    batch = SimpleNamespace(id=1, work_center=SimpleNamespace(id=1))
+    tables = {table for table, _ in (*DASHBOARD_TAGS, *batch_page_tags([batch]))}
+    async with transaction() as session:
+        triggers = set(
+            (await session.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")))
+            .scalars()
+            .all()
+        )
+    for table in sorted(tables):
+        for event in ("insert", "update", "delete", "truncate"):
+            assert f"{table}_cache_{event}" in triggers, f"{table} has no {event} trigger"

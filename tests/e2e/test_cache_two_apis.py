@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.analytics.service import refresh_dashboard
+from app.analytics.jobs import refresh_dashboard
 from app.db import transaction
 from tests.factories import shift_task_en
 from tests.support import ApiProcess

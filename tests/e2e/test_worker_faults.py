@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from app.db import transaction
 from app.outbox import send_task_messages
-from app.tasks.service import reap_stale_tasks
+from app.tasks.lifecycle import reap_stale_tasks
 from tests import support
 from tests.conftest import wait_for_task
 from tests.e2e.test_aggregation_e2e import CODES, held_after_first_chunk

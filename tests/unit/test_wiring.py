@@ -9,12 +9,12 @@ from pathlib import Path
 
 import workers.actors
 from app import wiring
+from app.broker import broker
 from app.config import load_settings
 from app.errors import loc_from_msgspec
 from app.tasks.kinds import QUEUES, TASK_QUEUES
 from app.webhooks.service import fan_out
 from scheduler.jobs import SCHEDULE
-from workers.broker import broker
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESS_CODE = ("app", "workers", "scheduler", "bench")
@@ -100,3 +100,59 @@ def test_msgspec_paths_become_loc():
         "Expected `int`, got `str`",
     )
     assert loc_from_msgspec("Object contains unknown field `x` - at `$[0]`")[0] == ["body", 0, "x"]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+    return modules
+
+
+def test_no_layer_reaches_up():
+    """workers/ is built on app/, never the reverse (the broker included): the api and the
+    scheduler load no worker code."""
+    for path in (ROOT / "app").rglob("*.py"):
+        upward = {m for m in _imported_modules(path) if m.split(".")[0] == "workers"}
+        assert not upward, f"{path.relative_to(ROOT)} imports {sorted(upward)}"
+
+
+def test_every_event_is_a_webhook_event_in_the_openapi_schema():
+    """A new EVENTS entry is subscribable and documented (the WebhookEvent enum)."""
+    from app.main import create_app
+    from app.outbox import EVENTS
+
+    schema = create_app().openapi_schema.to_schema()
+    enums = [
+        set(component.get("enum", ()))
+        for component in _walk(schema)
+        if isinstance(component, dict) and "enum" in component
+    ]
+    assert any(set(EVENTS) <= values for values in enums)
+
+
+def test_every_route_is_in_the_openapi_schema():
+    from app.main import create_app
+
+    app = create_app()
+    documented = set(app.openapi_schema.to_schema()["paths"])
+    hidden = {"/docs", "/docs/{path:path}", "/metrics", "/schema", "/swagger"}
+    for route in app.routes:
+        path = route.path.replace(":str", "").replace(":int", "")
+        if path in hidden or any(path.startswith(h.rstrip("/") + "/") for h in hidden):
+            continue
+        assert path in documented, f"{route.path} is not in the OpenAPI schema"
+
+
+def _walk(node: object) -> list[object]:
+    found: list[object] = [node]
+    if isinstance(node, dict):
+        for value in node.values():
+            found.extend(_walk(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_walk(value))
+    return found

@@ -8,12 +8,12 @@ import uuid
 import msgspec
 
 from app.db import transaction
-from app.reports.service import generate_report
+from app.reports.jobs import generate_report
 from app.storage import record_file, store
-from app.transfer.service import run_import
+from app.tasks.context import TaskContext
+from app.transfer.jobs import run_import
 from tests.factories import count_rows, create_batch, event_types
 from tests.file_factories import RU_HEADER, ru_row, xlsx_bytes
-from workers.progress import TaskContext
 
 
 async def _quiet(current: int, total: int, message: str) -> None:

@@ -10,8 +10,9 @@ from sqlalchemy import func, select, text
 
 from app.db import transaction
 from app.models import IdempotencyKey, OutboxMessage, SchedulerRun, Task
+from app.tasks.lifecycle import reap_stale_tasks
 from app.tasks.locks import TASK_LOCK_NAMESPACE, task_lock_key
-from app.tasks.service import prune_finished_tasks, reap_stale_tasks
+from app.tasks.service import prune_finished_tasks
 from tests import support
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from app.queues import queue_depths
 from tests.factories import add_codes, create_batch
-from workers.queues import queue_depths
 
 
 async def _heavy_ready() -> int:

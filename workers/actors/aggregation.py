@@ -10,7 +10,8 @@ from app.aggregation.schemas import AggregationError, AggregationSummary
 from app.aggregation.service import aggregate_codes, closed_batch_message, lock_open_batch
 from app.db import transaction
 from app.errors import BusinessRuleViolation, NotFound
-from workers.progress import TaskContext, TaskFailed, task_actor
+from app.tasks.context import TaskContext, TaskFailed
+from workers.task_actor import task_actor
 
 CHUNK_SIZE = 5_000  # progress and checkpoint granularity; ~50 ms of SQL each
 

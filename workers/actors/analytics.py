@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.analytics.service import refresh_dashboard
-from workers.progress import TaskContext, task_actor
+from app.analytics.jobs import refresh_dashboard
+from app.tasks.context import TaskContext
+from workers.task_actor import task_actor
 
 
 @task_actor("refresh_statistics", time_limit_s=10 * 60)

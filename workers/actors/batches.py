@@ -6,7 +6,8 @@ from typing import Any
 
 from app.batches.service import close_expired_batches as close_expired
 from app.db import transaction
-from workers.progress import TaskContext, task_actor
+from app.tasks.context import TaskContext
+from workers.task_actor import task_actor
 
 
 @task_actor("close_expired_batches", time_limit_s=10 * 60)

@@ -9,9 +9,10 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
+from app.broker import broker
 from app.storage import cleanup_expired_files, ensure_buckets_with_retry
-from workers.broker import broker
-from workers.progress import TaskContext, task_actor
+from app.tasks.context import TaskContext
+from workers.task_actor import task_actor
 
 
 @task_actor("cleanup_files", time_limit_s=30 * 60)

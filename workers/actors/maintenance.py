@@ -6,9 +6,10 @@ from typing import Any
 
 from app.config import get_settings
 from app.db import transaction
+from app.tasks.context import TaskContext
+from app.tasks.lifecycle import reap_stale_tasks as reap
 from app.tasks.service import prune_finished_tasks as prune
-from app.tasks.service import reap_stale_tasks as reap
-from workers.progress import TaskContext, task_actor
+from workers.task_actor import task_actor
 
 
 @task_actor("reap_stale_tasks", time_limit_s=60)

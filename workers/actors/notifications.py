@@ -8,7 +8,8 @@ import msgspec
 
 from app.notifications.schemas import Notification
 from app.notifications.service import NotificationRejected, deliver
-from workers.progress import TaskContext, TaskFailed, task_actor
+from app.tasks.context import TaskContext, TaskFailed
+from workers.task_actor import task_actor
 
 
 @task_actor("send_notification", time_limit_s=2 * 60, max_retries=5, min_backoff_ms=5_000)

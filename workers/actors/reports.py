@@ -6,8 +6,9 @@ import uuid
 from typing import Any
 
 from app.errors import NotFound
-from app.reports.service import generate_report as generate
-from workers.progress import TaskContext, TaskFailed, task_actor
+from app.reports.jobs import generate_report as generate
+from app.tasks.context import TaskContext, TaskFailed
+from workers.task_actor import task_actor
 
 
 @task_actor("generate_report", time_limit_s=30 * 60, max_retries=3, stops_on_shutdown=True)

@@ -7,10 +7,11 @@ from typing import Any
 import msgspec
 
 from app.storage import StoredObjectMissing
+from app.tasks.context import TaskContext, TaskFailed
 from app.transfer.importer import ImportRejected
+from app.transfer.jobs import run_export, run_import
 from app.transfer.schemas import ExportFilters
-from app.transfer.service import run_export, run_import
-from workers.progress import TaskContext, TaskFailed, task_actor
+from workers.task_actor import task_actor
 
 
 @task_actor("import_batches", time_limit_s=60 * 60, max_retries=3, stops_on_shutdown=True)

@@ -6,12 +6,13 @@ from typing import Any
 
 import dramatiq
 
+from app.broker import broker
 from app.db import transaction
+from app.tasks.context import TaskContext
 from app.tasks.kinds import TASK_QUEUES
 from app.webhooks.delivery import deliver
 from app.webhooks.service import SWEEP_BATCH, requeue_due_deliveries
-from workers.broker import broker
-from workers.progress import TaskContext, is_retryable, task_actor
+from workers.task_actor import is_retryable, task_actor
 
 # Longest request (timeout <= 60 s) plus DNS and the two short transactions.
 DELIVER_TIME_LIMIT_MS = 2 * 60 * 1000

@@ -1,4 +1,4 @@
-"""`python -m workers.queues` (make queues): depth of every queue, its delay and dead-letter queues.
+"""`python -m app.queues` (make queues): depth of every queue, its delay and dead-letter queues.
 
 Uses passive queue declarations over AMQP, so it needs no management plugin.
 """

@@ -1,4 +1,6 @@
-"""The Dramatiq RabbitMQ broker shared by workers, the api's outbox relay and the scheduler."""
+"""The Dramatiq RabbitMQ broker (queues, middleware) shared by workers, the outbox relay and
+the scheduler. Built here in `app/` so `workers/` depends on `app/`, never the reverse; the
+worker command (workers/__main__.py) names it as `app.broker:broker`."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -16,6 +17,7 @@ from dramatiq.middleware.asyncio import AsyncIO
 
 from app.config import get_settings
 from app.logging import configure_logging
+from app.tasks.context import shutting_down
 from app.tasks.kinds import MAX_PRIORITY, QUEUES
 
 PR_SET_PDEATHSIG = 1
@@ -47,11 +49,6 @@ def _stop_with_master() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, MASTER_DIED)
     if os.getppid() != master.pid:  # it died before the request took effect (or just after)
         stop_once()
-
-
-# Set once this worker process is told to stop (SIGTERM/SIGINT): long chunked tasks then hand
-# their task back at the next chunk boundary instead of running to the end (workers/progress).
-shutting_down = threading.Event()
 
 
 class WorkerSetup(Middleware):

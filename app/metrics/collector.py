@@ -95,7 +95,7 @@ async def _read_database() -> list[Metric]:
 
 
 def _read_queues() -> list[Metric]:
-    from workers.queues import queue_depths  # pika only; no worker code is loaded
+    from app.queues import queue_depths  # pika only; the broker module is not loaded
 
     depths = {name: (ready, consumers) for name, ready, consumers in queue_depths(TIMEOUT_SECONDS)}
     messages = _gauge(
