@@ -152,6 +152,7 @@ async def add_product(
     the statement runs on the session's driver connection as its own implicit transaction
     (no BEGIN/COMMIT round trips); otherwise inside the session's transaction.
     """
+    args: tuple[Any, ...]
     if isinstance(item.batch, int):
         sql, args = _ADD_BY_ID, (item.unique_code, item.batch)
     else:
