@@ -50,12 +50,12 @@ TARGETS: tuple[Target, ...] = (
     Target("single", "single_product_p50_ms", "ms", "value", "<", None),
     Target(
         "single", "products_table_insert_per_s", "rows/s", "ratio", ">=", None, "insert_floor_per_s"
-    ),  # fmt: skip
+    ),
     Target("core", "ingest_1000_batches_s", "s", "ratio", "<=", 2.0, "ingest_floor_s"),
     Target("core", "bulk_add_100k_products_s", "s", "value", "<", 1.0),
     Target(
         "core", "aggregate_async_100k_end_to_end_s", "s", "ratio", "<=", 1.5, "aggregate_floor_s"
-    ),  # fmt: skip
+    ),
     Target("core", "enqueue_to_start_p95_ms", "ms", "value", "<", 20),
     Target("webhooks", "deliveries_per_s", "deliveries/s", "value", ">=", 500),
     Target("webhooks", "burst_latency_p50_ms", "ms", "value", "<", None),
