@@ -89,8 +89,8 @@ fmt: sync ## format and autofix
 	$(RUN) ruff check --fix .
 
 .PHONY: bench
-bench: sync ## benchmarks; figures printed and written to bench/results.json
-	$(RUN) python -m bench
+bench: sync ## benchmarks -> bench/results.json; make bench ARGS="--only single,core --scale 0.5"
+	$(RUN) python -m bench $(ARGS)
 
 .PHONY: chaos
 chaos: sync ## fault run of the whole stack (3 min); flags: make chaos ARGS="--duration 60 --seed 7"

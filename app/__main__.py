@@ -47,6 +47,7 @@ def main() -> None:
         # Without a limit uvicorn waits for every open connection (an SSE stream never
         # ends by itself) and the supervisor would have to SIGKILL it.
         timeout_graceful_shutdown=settings.api_shutdown_timeout,
+        workers=settings.api_workers if settings.api_workers > 1 else None,
     )
 
 

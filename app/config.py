@@ -41,6 +41,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # waits longer than these before it would SIGKILL (ops/supervise.py).
     worker_shutdown_timeout: int = 20
     api_shutdown_timeout: int = 10
+    # uvicorn worker processes sharing API_PORT. Each has its own pool, read cache (kept
+    # correct by its own LISTEN connection) and outbox relay, like a replica; /metrics
+    # answers for the one process that serves the scrape, so it stays 1 unless the
+    # metrics are scraped per replica (API_REPLICAS) instead. On the shared 2-core bench
+    # machine 2 workers showed no reliable gain (the database and the client share the cores).
+    api_workers: int = 1
     # `make run` replicas (ops/supervise.py): api N listens on API_PORT + N - 1.
     api_replicas: int = 1
     scheduler_replicas: int = 1

@@ -75,8 +75,26 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await dispose_engine()
 
 
+def _die_with_parent() -> None:
+    """A uvicorn worker process (API_WORKERS > 1) gets SIGTERM when its parent dies.
+
+    Otherwise a `kill -9` of the api's main process would leave its workers serving on the
+    shared socket beside the api the supervisor starts again.
+    """
+    import ctypes
+    import multiprocessing
+    import signal
+
+    if multiprocessing.parent_process() is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def create_app() -> Litestar:
     settings = get_settings()
+    if settings.api_workers > 1:
+        _die_with_parent()
     configure_logging(settings.log_level, settings.log_format)
     app = Litestar(
         route_handlers=api_routes(),

@@ -10,7 +10,9 @@ from typing import Any
 
 import asyncpg
 
+from bench.floors import aggregate_floor, ingest_floor
 from bench.harness import Stack, support, wait_task
+from bench.targets import sizes
 
 
 def _shift_tasks(count: int, start: int) -> list[dict[str, Any]]:
@@ -35,41 +37,55 @@ def _shift_tasks(count: int, start: int) -> list[dict[str, Any]]:
 
 
 def run() -> dict[str, Any]:
-    figures: dict[str, Any] = {}
+    size = sizes()
+    count, batches = size["codes"], size["ingest_batches"]
+    dsn = support.TEST_DATABASE_URL
+    figures: dict[str, Any] = {"codes": count, "ingest_batches": batches}
     with Stack() as stack, stack.client() as client:
         # warm-up: connections, prepared statements, queue declarations
         client.post("/api/v1/batches", json=_shift_tasks(10, 900_000)).raise_for_status()
 
-        feed = _shift_tasks(1_000, 1)
+        print(f"   core: 1C ingest of {batches} batches", flush=True)
+        feed = _shift_tasks(batches, 1)
         started = time.perf_counter()
         response = client.post("/api/v1/batches", json=feed)
         figures["ingest_1000_batches_s"] = round(time.perf_counter() - started, 3)
         assert response.status_code == 201, response.text
         batch_id = response.json()[0]["id"]
+        figures["ingest_floor_s"] = round(
+            asyncio.run(ingest_floor(dsn, _shift_tasks(batches, 2_000_000))), 3
+        )
 
         # Three runs of fresh codes (the client's JSON encoding included); the median is the
         # figure, the runs show the spread.
+        print(f"   core: bulk add of {count} codes, 3 runs", flush=True)
         runs = []
         for run in range(3):
-            codes = [f"BENCH-{run}-{i:07d}" for i in range(100_000)]
+            codes = [f"BENCH-{run}-{i:07d}" for i in range(count)]
             started = time.perf_counter()
             response = client.post(
                 "/api/v1/products", json=[{"unique_code": c, "batch_id": batch_id} for c in codes]
             )
             runs.append(round(time.perf_counter() - started, 3))
-            assert response.json()["created"] == 100_000, response.text
+            assert response.json()["created"] == count, response.text
         figures["bulk_add_100k_products_s"] = statistics.median(runs)
         figures["bulk_add_100k_products_runs_s"] = runs
-        codes = [f"BENCH-0-{i:07d}" for i in range(100_000)]
+        codes = [f"BENCH-0-{i:07d}" for i in range(count)]
 
+        print(f"   core: aggregate-async of {count} codes, and its floor", flush=True)
+        figures["aggregate_floor_s"] = round(
+            asyncio.run(aggregate_floor(dsn, batch_id, [f"BENCH-1-{i:07d}" for i in range(count)])),
+            3,
+        )
         started = time.perf_counter()
         response = client.post(
             f"/api/v1/batches/{batch_id}/aggregate-async", json={"unique_codes": codes}
         )
         task = wait_task(client, response.json()["task_id"])
         figures["aggregate_async_100k_end_to_end_s"] = round(time.perf_counter() - started, 3)
-        assert task["result"]["aggregated"] == 100_000, task
+        assert task["result"]["aggregated"] == count, task
 
+        print("   core: enqueue -> actor start latency", flush=True)
         # enqueue -> actor start: created_at (enqueue transaction) to started_at (claim).
         small = [f"LAT-{i}" for i in range(60)]
         client.post(

@@ -21,10 +21,11 @@ from typing import Any
 import httpx
 
 from bench.harness import Stack
+from bench.targets import sizes
 from tests.webhook_receiver import Received, Receiver
 
-BURST = 1_000
-TRICKLE = 100
+BURST = sizes()["webhook_burst"]
+TRICKLE = sizes()["webhook_trickle"]
 TRICKLE_INTERVAL_S = 0.05
 WORKER_THREADS = 8
 
@@ -90,6 +91,7 @@ def run() -> dict[str, Any]:
             _wait(receiver, "/hook", 20)
             receiver.reset()
 
+            print(f"   webhooks: burst of {BURST} events", flush=True)
             started = time.time()
             client.post("/api/v1/batches", json=_shift_tasks(BURST, 1)).raise_for_status()
             burst = sorted(_wait(receiver, "/hook", BURST), key=lambda r: r.at)
@@ -102,6 +104,7 @@ def run() -> dict[str, Any]:
             )
             receiver.reset()
 
+            print(f"   webhooks: trickle of {TRICKLE} events at ~20/s", flush=True)
             for n in range(TRICKLE):
                 client.post("/api/v1/batches", json=_shift_tasks(1, 500_000 + n)).raise_for_status()
                 time.sleep(TRICKLE_INTERVAL_S)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import Body, FromQuery, Parameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db, TypedJsonBody
-from app.idempotency import IdempotentOperation
+from app.idempotency import IdempotentOperation, request_session
 from app.products import service
 from app.products.schemas import (
     MAX_BULK_PRODUCTS,
@@ -42,6 +42,7 @@ class ProductController(Controller):
     )
     async def add_products(
         self,
+        request: Request[Any, Any, Any],
         db: Db,
         # TypedJsonBody decodes with msgspec, which enforces the array size nested in the union.
         data: Annotated[
@@ -56,7 +57,11 @@ class ProductController(Controller):
             items = [service.resolve_product(item, ["body", i]) for i, item in enumerate(data)]
             result: ProductOut | BulkProductsResult = await service.add_products_bulk(db, items)
         else:
-            result = await service.add_product(db, service.resolve_product(data, ["body"]))
+            result = await service.add_product(
+                db,
+                service.resolve_product(data, ["body"]),
+                own_transaction=request_session(request.scope) is None,
+            )
         return Response(result, status_code=HTTP_201_CREATED)
 
     @get("/", summary="List products", responses=INVALID)

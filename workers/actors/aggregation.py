@@ -13,7 +13,19 @@ from app.errors import BusinessRuleViolation, NotFound
 from app.tasks.context import TaskContext, TaskFailed
 from workers.task_actor import task_actor
 
-CHUNK_SIZE = 5_000  # progress and checkpoint granularity; ~50 ms of SQL each
+# Progress, cancel-check and checkpoint granularity. Each chunk pays a transaction, a batch
+# lock, an event and a checkpoint: at a fixed 5,000, a 100,000-code task took twice the one
+# UPDATE of all its codes. So a large task runs in about 5 chunks (each well under a second
+# of SQL), never smaller than CHUNK_SIZE nor larger than MAX_CHUNK_SIZE.
+CHUNK_SIZE = 5_000
+MAX_CHUNK_SIZE = 50_000
+CHUNKS = 5
+
+
+def chunk_size(total: int) -> int:
+    """The same for every attempt of a task (it depends on the codes only), so a resumed
+    task continues exactly at its checkpoint's offset."""
+    return max(CHUNK_SIZE, min(MAX_CHUNK_SIZE, -(-total // CHUNKS)))
 
 
 class AggregationCheckpoint(msgspec.Struct):
@@ -29,8 +41,9 @@ async def aggregate_products(ctx: TaskContext) -> Any:
     codes: list[str] = ctx.params["unique_codes"]
     state = msgspec.convert(ctx.checkpoint or {}, AggregationCheckpoint)
     await ctx.progress(state.offset, len(codes), "aggregating", force=True)
+    size = chunk_size(len(codes))
     while state.offset < len(codes):
-        chunk = codes[state.offset : state.offset + CHUNK_SIZE]
+        chunk = codes[state.offset : state.offset + size]
         async with transaction() as session:
             try:
                 await lock_open_batch(session, batch_id)
