@@ -50,6 +50,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # `make run` replicas (ops/supervise.py): api N listens on API_PORT + N - 1.
     api_replicas: int = 1
     scheduler_replicas: int = 1
+    # `make run` worker groups per queue: with two, a task whose worker died is taken over by
+    # the other group at once instead of after its own group's restart.
+    worker_replicas: int = 1
     # Each worker group serves dramatiq's Prometheus metrics (and task durations) on its own
     # port; 0 turns a group's exporter off.
     worker_metrics_host: str = "127.0.0.1"

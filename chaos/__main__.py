@@ -60,6 +60,12 @@ def parse(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--clients", type=positive_int, default=4, help="concurrent clients")
     parser.add_argument(
+        "--worker-replicas",
+        type=positive_int,
+        default=2,
+        help="worker groups per queue (with 2, a dead worker's task moves to the other)",
+    )
+    parser.add_argument(
         "--faults", type=fault_list, default=FAULTS, help=f"comma list of: {', '.join(FAULTS)}"
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (printed)")
@@ -74,6 +80,7 @@ def parse(argv: list[str] | None) -> Options:
         seed=args.seed if args.seed is not None else random.randrange(1_000_000),
         clients=args.clients,
         faults=args.faults,
+        worker_replicas=args.worker_replicas,
         run_dir=run_dir.resolve(),
     )
 

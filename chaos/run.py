@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from app.tasks.locks import TASK_LOCK_APPLICATION
 from chaos import stack as processes
 from chaos.stack import API_PROGRAMS, SCHEDULER_PROGRAMS, WORKER_QUEUES
 from chaos.workload import FINAL, Client, Ledger, Workload
@@ -42,6 +43,7 @@ class Options:
     clients: int
     run_dir: Path
     faults: tuple[str, ...] = ()
+    worker_replicas: int = 2
 
 
 @dataclass
@@ -137,7 +139,7 @@ class FaultInjector:
             raise RuntimeError(f"no worker process of {queue}")
 
     async def kill_worker_mid_task(self) -> None:
-        """SIGKILL the heavy worker while it runs an aggregation; time until it runs again."""
+        """SIGKILL the worker process running an aggregation; time until it runs again."""
         client = Client(self.stack.api_urls, self.workload.ledger, self.rng)
         connection = await asyncpg.connect(self.database_url)
         lock: asyncpg.Connection | None = None
@@ -156,7 +158,15 @@ class FaultInjector:
             if task_id is None:
                 raise RuntimeError("probe task not accepted")
             attempts = await self._wait_for_attempt(connection, task_id, after=0, held=True)
-            processes.kill_worker_process(self.stack, "heavy", self.rng.choice)
+            # The worker process running it: the one whose connection holds the task's lock.
+            port = await connection.fetchval(
+                "SELECT client_port FROM pg_stat_activity WHERE application_name = $1",
+                f"{TASK_LOCK_APPLICATION}{task_id}"[:63],
+            )
+            owner = processes.owner_of_local_port(port) if port else None
+            if owner is None:
+                raise RuntimeError(f"no process holds the lock of task {task_id}")
+            processes.kill_process_of_stack(self.stack, owner)
             killed = time.monotonic()
             await self._wait_for_attempt(connection, task_id, after=attempts, held=False)
             self.faults.worker_recovery_s.append(round(time.monotonic() - killed, 2))
@@ -432,7 +442,9 @@ async def fault_run(options: Options) -> dict[str, Any]:
     stack: support.Stack | None = None
     injector: FaultInjector | None = None
     try:
-        stack = await asyncio.to_thread(processes.start, env, options.run_dir)
+        stack = await asyncio.to_thread(
+            processes.start, env, options.run_dir, options.worker_replicas
+        )
         workload = Workload(stack.api_urls, ledger, options.seed)
         setup = Client(stack.api_urls, ledger, rng)
         await workload.subscribe(setup, receiver.url("/all"))
@@ -467,6 +479,7 @@ async def fault_run(options: Options) -> dict[str, Any]:
         report["violations"].append(f"supervisord SIGKILLed on stop: {sigkills[0]}")
     if exit_code != 0:
         report["violations"].append(f"supervisord stop: exit code {exit_code}")
+    report["worker_groups_per_queue"] = options.worker_replicas
     report["seed"] = options.seed
     report["duration_s"] = options.duration
     report["logs"] = str(options.run_dir)

@@ -8,9 +8,9 @@ Prepares what ops/supervisord.conf reads from the environment, then becomes supe
   configured (environment or .env), so an external S3 means no s3 program at all;
 * PC_API_STOPWAITSECS / PC_WORKER_STOPWAITSECS: how long supervisord waits for a stopping
   program before SIGKILL, always longer than the program's own shutdown grace;
-* API_REPLICAS / SCHEDULER_REPLICAS > 1: programs `api-2`, `scheduler-2`, ... written to
-  PC_RUN_DIR/replicas.conf as copies of `api` and `scheduler` (api N on API_PORT + N - 1),
-  so every replica is run and stopped by the same rules.
+* API_REPLICAS / SCHEDULER_REPLICAS / WORKER_REPLICAS > 1: programs `api-2`,
+  `scheduler-2`, `workers-2:heavy-2`, ... written to PC_RUN_DIR/replicas.conf as copies of
+  the committed programs, so every replica is run and stopped by the same rules.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from app.config import get_settings
+from app.config import Settings, get_settings
+from app.tasks.kinds import QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "ops" / "supervisord.conf"
@@ -30,18 +31,32 @@ CONFIG = ROOT / "ops" / "supervisord.conf"
 STOP_MARGIN_SECONDS = 10
 
 
-def replica_programs(api_replicas: int, scheduler_replicas: int, api_port: int) -> str:
-    """[program:api-N] / [program:scheduler-N] sections copied from supervisord.conf."""
+def replica_programs(settings: Settings) -> str:
+    """Copies of supervisord.conf's programs for the replicas asked for: `api-N` (on
+    API_PORT + N - 1), `scheduler-N`, and a group `workers-N` of `fast-N`, `heavy-N`,
+    `webhooks-N` (metrics on WORKER_METRICS_PORT_<QUEUE> + 10 (N - 1))."""
     committed = configparser.RawConfigParser()
     committed.read(CONFIG)
     copies = configparser.RawConfigParser()
-    for program, count in (("api", api_replicas), ("scheduler", scheduler_replicas)):
-        for number in range(2, count + 1):
-            section = f"program:{program}-{number}"
-            copies[section] = dict(committed[f"program:{program}"])
-            copies[section]["directory"] = str(ROOT)  # `%(here)s` is the including file's dir
-            if program == "api":
-                copies[section]["environment"] = f'API_PORT="{api_port + number - 1}"'
+
+    def copy(program: str, number: int, environment: str | None = None) -> None:
+        section = f"program:{program}-{number}"
+        copies[section] = dict(committed[f"program:{program}"])
+        copies[section]["directory"] = str(ROOT)  # `%(here)s` is the including file's dir
+        if environment:
+            copies[section]["environment"] = environment
+
+    for number in range(2, settings.api_replicas + 1):
+        copy("api", number, f'API_PORT="{settings.api_port + number - 1}"')
+    for number in range(2, settings.scheduler_replicas + 1):
+        copy("scheduler", number)
+    for number in range(2, settings.worker_replicas + 1):
+        for queue in QUEUES:
+            port = getattr(settings, f"worker_metrics_port_{queue}")
+            moved = port + 10 * (number - 1) if port else 0
+            copy(queue, number, f'WORKER_METRICS_PORT_{queue.upper()}="{moved}"')
+        programs = ",".join(f"{queue}-{number}" for queue in QUEUES)
+        copies[f"group:workers-{number}"] = {"programs": programs, "priority": "200"}
     lines: list[str] = []
     for section in copies.sections():
         lines.append(f"[{section}]")
@@ -68,14 +83,13 @@ def supervisor_environment(environ: dict[str, str]) -> dict[str, str]:
         extra_programs.append(str(CONFIG.parent / "local-s3.conf"))
 
     settings = get_settings()
-    if settings.api_replicas < 1 or settings.scheduler_replicas < 1:
-        raise SystemExit("API_REPLICAS and SCHEDULER_REPLICAS must be at least 1")
-    if settings.api_replicas > 1 or settings.scheduler_replicas > 1:
+    counts = (settings.api_replicas, settings.scheduler_replicas, settings.worker_replicas)
+    if min(counts) < 1:
+        raise SystemExit("API_REPLICAS, SCHEDULER_REPLICAS and WORKER_REPLICAS must be at least 1")
+    if max(counts) > 1:
         replicas = Path(env["PC_RUN_DIR"]) / "replicas.conf"
         replicas.parent.mkdir(parents=True, exist_ok=True)
-        replicas.write_text(
-            replica_programs(settings.api_replicas, settings.scheduler_replicas, settings.api_port)
-        )
+        replicas.write_text(replica_programs(settings))
         extra_programs.append(str(replicas))
     env["PC_EXTRA_PROGRAMS"] = " ".join(extra_programs)
     env["PC_API_STOPWAITSECS"] = str(settings.api_shutdown_timeout + STOP_MARGIN_SECONDS)

@@ -35,7 +35,10 @@ def chaos(*flags: str, run_dir: Path | None = None) -> subprocess.CompletedProce
 
 
 def test_short_fault_run_keeps_every_invariant(tmp_path: Path) -> None:
-    run = chaos("--duration", "45", "--fault-every", "1", "--seed", "7", run_dir=tmp_path)
+    run = chaos(
+        "--duration", "15", "--fault-every", "2", "--seed", "7", "--worker-replicas", "1",
+        run_dir=tmp_path,
+    )  # fmt: skip
     report = json.loads((tmp_path / "results.json").read_text())
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert report["violations"] == []
@@ -54,6 +57,7 @@ def test_short_fault_run_keeps_every_invariant(tmp_path: Path) -> None:
         (["--fault-every", "soon"], "is not a number of seconds"),
         (["--faults", "kill_api,meteor"], "unknown fault meteor"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--worker-replicas", "0"], "must be a positive whole number"),
     ],
 )
 def test_bad_flags_are_refused_before_anything_starts(flags: list[str], message: str) -> None:
