@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -76,3 +77,19 @@ async def dispose_engine() -> None:
     entry = _engines.pop(asyncio.get_running_loop(), None)
     if entry is not None:
         await entry[0].dispose()
+
+
+async def connect_lock_holder(application_name: str) -> asyncpg.Connection:
+    """A dedicated connection for session-level advisory locks (the scheduler's leadership,
+    a running task's ownership): named in pg_stat_activity, and with TCP keepalives so the
+    connection of a vanished host, and with it its locks, is dropped after ~10 + 3 x 5 s."""
+    return await asyncpg.connect(
+        get_settings().sync_database_url,
+        timeout=10,
+        server_settings={
+            "application_name": application_name[:63],
+            "tcp_keepalives_idle": "10",
+            "tcp_keepalives_interval": "5",
+            "tcp_keepalives_count": "3",
+        },
+    )

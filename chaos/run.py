@@ -186,7 +186,7 @@ class FaultInjector:
         while time.monotonic() < deadline:
             row = await connection.fetchrow(
                 "SELECT status, attempts, progress_current FROM tasks WHERE id = $1",
-                uuid_of(task_id),
+                uuid.UUID(task_id),
             )
             running = row is not None and row["status"] == "STARTED" and row["attempts"] > after
             if running and (not held or row["progress_current"] >= 5_000):
@@ -256,10 +256,6 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
 
 
-def uuid_of(text: str) -> uuid.UUID:
-    return uuid.UUID(text)
-
-
 async def settle(database_url: str, ledger: Ledger, timeout: float) -> tuple[float, dt.datetime]:
     """Wait until every accepted task and every scheduled fire so far is final, the outbox is
     sent and no delivery pends. Returns the time it took and the moment it began (fires after
@@ -268,7 +264,7 @@ async def settle(database_url: str, ledger: Ledger, timeout: float) -> tuple[flo
     connection = await asyncpg.connect(database_url)
     try:
         cutoff = await connection.fetchval("SELECT now()")
-        ids = [uuid_of(task_id) for task_id in ledger.tasks]
+        ids = [uuid.UUID(task_id) for task_id in ledger.tasks]
         while time.monotonic() - started < timeout:
             open_tasks = await connection.fetchval(
                 "SELECT count(*) FROM tasks t WHERE NOT t.status = ANY($2) AND (t.id = ANY($1) "

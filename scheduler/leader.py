@@ -14,7 +14,7 @@ import asyncio
 import asyncpg
 import structlog
 
-from app.config import get_settings
+from app.db import connect_lock_holder
 
 log = structlog.get_logger("scheduler")
 
@@ -34,16 +34,7 @@ class Leadership:
     async def try_acquire(self) -> bool:
         """Take the lock if nobody holds it; keeps (or reopens) the connection either way."""
         if self._connection is None or self._connection.is_closed():
-            self._connection = await asyncpg.connect(
-                get_settings().sync_database_url,
-                timeout=10,
-                server_settings={
-                    "application_name": f"{APPLICATION_PREFIX}{self.scheduler_id}"[:63],
-                    "tcp_keepalives_idle": "10",
-                    "tcp_keepalives_interval": "5",
-                    "tcp_keepalives_count": "3",
-                },
-            )
+            self._connection = await connect_lock_holder(f"{APPLICATION_PREFIX}{self.scheduler_id}")
             self._connection.add_termination_listener(lambda _connection: self.lost.set())
         self.lost.clear()
         acquired = await self._connection.fetchval(

@@ -19,7 +19,7 @@ from typing import Final
 import asyncpg
 import msgspec
 
-from app.config import get_settings
+from app.db import connect_lock_holder
 
 TASK_LOCK_NAMESPACE: Final = 0x50435441  # "PCTA"; the scheduler leader uses 0x50435343
 
@@ -67,17 +67,7 @@ class TaskLock:
     @classmethod
     async def try_acquire(cls, task_id: uuid.UUID) -> TaskLock | None:
         """The lock if nobody holds it, else None (the connection is closed again)."""
-        connection = await asyncpg.connect(
-            get_settings().sync_database_url,
-            timeout=10,
-            server_settings={
-                "application_name": f"{TASK_LOCK_APPLICATION}{task_id}"[:63],
-                # A vanished host's connection (and lock) is dropped after ~10 + 3 x 5 s idle.
-                "tcp_keepalives_idle": "10",
-                "tcp_keepalives_interval": "5",
-                "tcp_keepalives_count": "3",
-            },
-        )
+        connection = await connect_lock_holder(f"{TASK_LOCK_APPLICATION}{task_id}")
         try:
             await connection.set_type_codec(
                 "jsonb",
