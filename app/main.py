@@ -11,7 +11,7 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import func, select
 
-from app.api_support import provide_session
+from app.api_support import TypedJsonBody, provide_session
 from app.cache import CacheListener, cache_status_header, read_cache
 from app.config import VERSION, get_settings
 from app.db import dispose_engine, transaction
@@ -99,6 +99,9 @@ def create_app() -> Litestar:
     app = Litestar(
         route_handlers=api_routes(),
         dependencies={"db": provide_session},
+        # Every JSON body decoded strictly into its type (multipart routes opt out: dto=None).
+        dto=TypedJsonBody,
+        return_dto=None,
         exception_handlers=exception_handlers,
         # Metrics outermost: their latency covers the whole request, 401s included.
         # Idempotency innermost: it needs the authenticated key, and owns the transaction.

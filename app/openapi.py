@@ -15,7 +15,7 @@ so it is corrected once, after the routes are registered:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import msgspec
 from litestar import Litestar
@@ -46,7 +46,7 @@ def _body_types(app: Litestar) -> dict[tuple[str, str], Any]:
         for handler in getattr(route, "route_handlers", []):
             if not isinstance(handler, HTTPRouteHandler) or handler.parsed_data_field is None:
                 continue
-            annotation = handler.parsed_data_field.annotation
+            annotation = handler.parsed_data_field.raw  # with its msgspec.Meta
             try:
                 msgspec.json.schema(annotation)
             except TypeError:  # a multipart form dataclass holding an UploadFile
@@ -54,6 +54,12 @@ def _body_types(app: Litestar) -> dict[tuple[str, str], Any]:
             for method in handler.http_methods:
                 types[(route.path_format.rstrip("/") or "/", method.lower())] = annotation
     return types
+
+
+def _unannotated(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -80,7 +86,7 @@ def finish_openapi(app: Litestar) -> None:
     # `__json_schema_extra__` on a body struct: a rule msgspec enforces in code, not in schema.
     extras = {
         t.__name__: t.__json_schema_extra__
-        for t in body_types.values()
+        for t in map(_unannotated, body_types.values())
         if hasattr(t, "__json_schema_extra__")
     }
     for name, definition in definitions.items():

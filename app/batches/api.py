@@ -39,14 +39,10 @@ class BatchController(Controller):
     async def create_batches(
         self,
         db: Db,
-        # Litestar builds the body validator from Body(); a msgspec.Meta inside would be dropped.
+        # The body is decoded by msgspec (app.api_support.TypedJsonBody): the Meta applies.
         data: Annotated[
-            list[BatchInput],
-            Body(
-                description="Shift tasks as 1C sends them",
-                min_items=1,
-                max_items=MAX_FEED_BATCHES,
-            ),
+            Annotated[list[BatchInput], msgspec.Meta(min_length=1, max_length=MAX_FEED_BATCHES)],
+            Body(description="Shift tasks as 1C sends them"),
         ],
         on_conflict: Annotated[
             Literal["error", "update"],

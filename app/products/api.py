@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Body, FromQuery, Parameter
 from litestar.status_codes import HTTP_201_CREATED
 
-from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db, TypedJsonBody
+from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
 from app.idempotency import IdempotentOperation, request_session
 from app.products import service
 from app.products.schemas import (
@@ -37,14 +37,12 @@ class ProductController(Controller):
         status_code=HTTP_201_CREATED,
         responses={**NOT_FOUND, **CONFLICT, **INVALID},
         operation_class=IdempotentOperation,
-        dto=TypedJsonBody,
-        return_dto=None,
     )
     async def add_products(
         self,
         request: Request[Any, Any, Any],
         db: Db,
-        # TypedJsonBody decodes with msgspec, which enforces the array size nested in the union.
+        # The body is decoded by msgspec (app.api_support.TypedJsonBody): the Meta applies.
         data: Annotated[
             ProductInput
             | Annotated[

@@ -86,6 +86,7 @@ class TransferController(Controller):
         operation_class=IdempotentOperation,
         before_request=require_multipart,
         request_max_body_size=get_settings().import_max_bytes + MULTIPART_OVERHEAD,
+        dto=None,  # a multipart form, not a JSON body
     )
     async def import_batches(
         self,
