@@ -35,6 +35,14 @@ Loc = list[str | int]
 # PostgreSQL text cannot hold NUL characters: string fields refuse them with this pattern.
 NO_NUL = r"^[^\x00]*$"
 NUL_MESSAGE = "must not contain NUL characters"
+# pattern -> what a mismatch tells the client instead of the regex (see `plain_pattern`).
+_PATTERN_MESSAGES = {NO_NUL: NUL_MESSAGE}
+
+
+def plain_pattern(pattern: str, message: str) -> str:
+    """`pattern`, with the sentence a mismatch reports in place of the regex itself."""
+    _PATTERN_MESSAGES[pattern] = message
+    return pattern
 
 
 class FieldError(msgspec.Struct):
@@ -170,8 +178,11 @@ _MISSING_FIELD_RE = re.compile(r"Object missing required field `(?P<field>[^`]+)
 
 
 def plain_message(msg: str) -> str:
-    """The NUL pattern is an implementation detail: say what is wrong instead of the regex."""
-    return NUL_MESSAGE if msg.endswith(f"matching regex {NO_NUL!r}") else msg
+    """A pattern is an implementation detail: say what is wrong instead of the regex."""
+    for pattern, plain in _PATTERN_MESSAGES.items():
+        if msg.endswith(f"matching regex {pattern!r}"):
+            return plain
+    return msg
 
 
 def loc_from_msgspec(message: str, source: str = "body") -> tuple[Loc, str]:
@@ -189,7 +200,7 @@ def loc_from_msgspec(message: str, source: str = "body") -> tuple[Loc, str]:
 
 
 def _error_type(msg: str) -> str:
-    if msg == NUL_MESSAGE:
+    if msg in _PATTERN_MESSAGES.values():
         return "string_pattern_mismatch"
     if msg.startswith("Object contains unknown field"):
         return "extra_forbidden"

@@ -6,13 +6,26 @@ from typing import Annotated
 
 import msgspec
 
-from app.errors import NO_NUL
+from app.errors import NO_NUL, plain_pattern
 
-# Deliberately simple: one @, no spaces, a dot in the domain; the SMTP server has the last word.
+# Deliberately simple: one @, a dot in the domain, no whitespace, control characters or the
+# address syntax's specials (a line break does not fit in the To header, and Python's header
+# parser fails on some quoted or bracketed forms); the SMTP server has the last word. Spelled
+# as code points, not \s: JSON Schema's \s (ECMA-262) and Python's are different sets, and this
+# one pattern both validates and is documented.
+_ADDRESS_CHAR = (
+    r"[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+    r'()<>\[\]:;,\\"]'
+)
+EMAIL_PATTERN = plain_pattern(
+    rf"^{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+$",
+    "must be an email address: name@domain.tld without whitespace, control characters "
+    'or ()<>[]:;,\\"',
+)
 Email = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$",
+        pattern=EMAIL_PATTERN,
         max_length=254,
         description="An email address",
         examples=["shift.lead@example.com"],

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from app.errors import NO_NUL
+from app.errors import NO_NUL, plain_pattern
 from app.outbox import EVENTS
 
 WebhookEvent = Literal[
@@ -30,13 +30,55 @@ MIN_TIMEOUT_SECONDS = 1.0
 MAX_TIMEOUT_SECONDS = 60.0
 MAX_RETRY_COUNT = 10
 
+# The URL grammar, spelled so that a URL matching it is one the service accepts (the same
+# pattern validates and is documented; ASCII classes, not \d or \s, whose meanings differ
+# between Python and JSON Schema's ECMA-262): a DNS name (labels of 1..63 letters, digits and
+# inner hyphens, the last one starting with a letter), a dotted IPv4 address or a bracketed IPv6
+# address (RFC 3986), a port 1..65535, then a path, query or fragment without whitespace or
+# control characters. No credentials: '@' is not a host character.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = rf"(?:{_LABEL}\.)*[A-Za-z](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_LS32 = rf"(?:{_H16}:{_H16}|{_IPV4})"
+_IPV6 = (
+    "(?:"
+    + "|".join(  # RFC 3986 IPv6address: at most one "::" standing for 1+ groups
+        [
+            rf"(?:{_H16}:){{6}}{_LS32}",
+            rf"::(?:{_H16}:){{5}}{_LS32}",
+            rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+            rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+            rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+            rf"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+        ]
+    )
+    + ")"
+)
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_REST = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+URL_PATTERN = plain_pattern(
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:{_DNS_NAME}|{_IPV4}|\[{_IPV6}\])(?::{_PORT})?"
+    rf"(?:[/?#]{_REST}*)?$",
+    "must be an http:// or https:// URL: a host name, IPv4 or [IPv6] address, an optional "
+    "port 1..65535, no credentials, no whitespace or control characters",
+)
 WebhookUrl = Annotated[
     str,
     msgspec.Meta(
         min_length=1,
         max_length=2048,
-        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s@/?#]+([/?#][^\s]*)?$",
-        description="http(s) URL without credentials; its host is vetted at delivery time",
+        pattern=URL_PATTERN,
+        description=(
+            "http(s) URL without credentials. Deployment policy: unless the service runs with "
+            "WEBHOOK_ALLOW_PRIVATE=true, a literal loopback, private, link-local, metadata or "
+            "otherwise non-public address is refused (422); a host name is resolved and its "
+            "addresses vetted the same way at every delivery."
+        ),
         examples=["https://erp.example.com/hooks/production"],
     ),
 ]
