@@ -35,6 +35,14 @@ Loc = list[str | int]
 # PostgreSQL text cannot hold NUL characters: string fields refuse them with this pattern.
 NO_NUL = r"^[^\x00]*$"
 NUL_MESSAGE = "must not contain NUL characters"
+# The end of the text in Python's re and in ECMA-262 alike: Python's `$` also matches before
+# a final newline, so a pattern ending in `$` would take "a@b.example\n" where JSON Schema does not.
+END = r"(?![\s\S])"
+# What str.strip() removes, spelled as code points: JSON Schema's \s (ECMA-262) is another set.
+WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# What a text field takes in the OpenAPI document: NO_NUL (validated by msgspec) plus the
+# "must not be blank" check done in code after it.
+DOCUMENTED_TEXT = rf"^[{WHITESPACE}]*[^\x00{WHITESPACE}][^\x00]*$"
 # pattern -> what a mismatch tells the client instead of the regex (see `plain_pattern`).
 _PATTERN_MESSAGES = {NO_NUL: NUL_MESSAGE}
 
@@ -227,15 +235,26 @@ def decode_body(body: bytes, annotation: Any) -> Any:
     No lax conversion (0/1 for booleans, "5" for 5, numbers for datetimes): the OpenAPI
     document states JSON types and the service takes exactly those. No client of the
     specification needs more; 1C's JSON sends typed values (its CSV/xlsx import converts cells
-    itself, app/transfer/importer.py).
+    itself, app/transfer/importer.py). One JSON Schema rule msgspec's strict mode does not
+    follow: a number with a zero fraction (`7.0`) is an integer, so it is taken as one.
     """
     try:
         return msgspec.json.decode(body, type=annotation)
     except msgspec.ValidationError:
         # A typed decode stops at the first wrong type, even in a document that is not JSON
         # at all: malformed JSON is reported as such (DecodeError) first.
-        msgspec.json.decode(body)
-        raise
+        document = msgspec.json.decode(body)
+        return msgspec.convert(_integral_numbers_as_integers(document), annotation)
+
+
+def _integral_numbers_as_integers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_numbers_as_integers(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral_numbers_as_integers(item) for key, item in value.items()}
+    return value
 
 
 def body_errors(route_request: Request[Any, Any, Any]) -> list[FieldError] | None:

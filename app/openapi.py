@@ -15,14 +15,17 @@ so it is corrected once, after the routes are registered:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, get_args, get_origin
+from collections.abc import Iterator
+from typing import Any
 
 import msgspec
+import msgspec.inspect
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.handlers import HTTPRouteHandler
 
-from app.errors import PROBLEM_JSON
+from app.errors import DOCUMENTED_TEXT, PROBLEM_JSON
+from app.schemas import NOT_BLANK_MARK
 
 PROBLEM_REF = "#/components/schemas/Problem"
 METHODS = ("get", "put", "post", "delete", "patch", "head")
@@ -56,12 +59,6 @@ def _body_types(app: Litestar) -> dict[tuple[str, str], Any]:
     return types
 
 
-def _unannotated(annotation: Any) -> Any:
-    while get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    return annotation
-
-
 def _problem(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -83,15 +80,9 @@ def finish_openapi(app: Litestar) -> None:
     body_schemas, definitions = msgspec.json.schema_components(
         body_types.values(), ref_template="#/components/schemas/{name}"
     )
-    # `__json_schema_extra__` on a body struct: a rule msgspec enforces in code, not in schema.
-    extras = {
-        t.__name__: t.__json_schema_extra__
-        for t in map(_unannotated, body_types.values())
-        if hasattr(t, "__json_schema_extra__")
-    }
     for name, definition in definitions.items():
         if name in components:
-            components[name] = {**definition, **extras.get(name, {})}
+            components[name] = definition
     exact_bodies = dict(zip(body_types, body_schemas, strict=True))
     for path, item in document.get("paths", {}).items():
         for method in METHODS:
@@ -111,3 +102,59 @@ def finish_openapi(app: Litestar) -> None:
                 responses.setdefault("415", _problem("The body is not application/json (or +json)"))
             if path.endswith("/events") and "200" in responses:
                 responses["200"]["content"] = {"text/event-stream": {"schema": PROGRESS_EVENT}}
+    state_rules_checked_in_code(app, document)
+
+
+# --- Input rules checked in code, stated in the document ---------------------------------------
+#
+# Some rules of a body are checked after msgspec decodes it (1C synonym keys, blank text, a
+# required upload), and the document must state them too or contract fuzzers and generated
+# clients see a different API. A type states them where msgspec cannot:
+# * a class attribute `__json_schema_extra__`, merged into the class's component (any struct or
+#   dataclass reachable from a request body, multipart forms included);
+# * `NOT_BLANK_MARK` in a field's `extra_json_schema` (app.schemas): its documented pattern is
+#   DOCUMENTED_TEXT, NO_NUL plus the "must not be blank" check (msgspec's own pattern keyword
+#   would win over an extra one).
+
+
+def _classes_in(annotation: Any) -> Iterator[type]:
+    """The struct and dataclass types reachable from a request body annotation."""
+    try:
+        pending: list[Any] = [msgspec.inspect.type_info(annotation)]
+    except TypeError:
+        return
+    seen: set[type] = set()
+    while pending:
+        node = pending.pop()
+        if isinstance(node, msgspec.inspect.StructType | msgspec.inspect.DataclassType):
+            if node.cls in seen:
+                continue
+            seen.add(node.cls)
+            yield node.cls
+        for value in msgspec.structs.astuple(node):
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, msgspec.inspect.Type | msgspec.inspect.Field):
+                    pending.append(item)
+
+
+def _mark_blank_rule(schema: Any) -> None:
+    if isinstance(schema, dict):
+        if schema.pop(NOT_BLANK_MARK, False):
+            schema["pattern"] = DOCUMENTED_TEXT
+        for value in schema.values():
+            _mark_blank_rule(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _mark_blank_rule(value)
+
+
+def state_rules_checked_in_code(app: Litestar, document: dict[str, Any]) -> None:
+    components = document["components"]["schemas"]
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            data = getattr(handler, "parsed_data_field", None)
+            for cls in _classes_in(data.annotation) if data is not None else ():
+                extra = getattr(cls, "__json_schema_extra__", None)
+                if extra is not None and cls.__name__ in components:
+                    components[cls.__name__] = {**components[cls.__name__], **extra}
+    _mark_blank_rule(document)

@@ -12,7 +12,14 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
 from app.batches import service
-from app.batches.schemas import BatchFilters, BatchInput, BatchListItem, BatchOut, resolve_batch
+from app.batches.schemas import (
+    BatchFilters,
+    BatchInput,
+    BatchListItem,
+    BatchOut,
+    BatchUpdate,
+    resolve_batch,
+)
 from app.cache import BATCH_TTL, LIST_TTL, batch_page_tags, batch_tags, read_cache
 from app.idempotency import IdempotentOperation
 from app.schemas import Limit, Offset, Page, PositiveId, TextFilter
@@ -114,7 +121,7 @@ class BatchController(Controller):
         responses={**NOT_FOUND, **CONFLICT, **INVALID},
     )
     async def update_batch(
-        self, db: Db, batch_id: PositiveId, data: JSONBody[BatchInput]
+        self, db: Db, batch_id: PositiveId, data: JSONBody[BatchUpdate]
     ) -> BatchOut:
         return await service.update_batch(db, batch_id, resolve_batch(data, ["body"], partial=True))
 

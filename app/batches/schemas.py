@@ -3,17 +3,77 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from app.errors import InputInvalid, Loc
-from app.schemas import Int32, LongText, NonEmptyText, aware, pick
+from app.schemas import (
+    MAX_YEAR,
+    MIN_YEAR,
+    Instant,
+    Int32,
+    LongText,
+    NonEmptyText,
+    at_most_one_of,
+    aware,
+    exactly_one_of,
+    pick,
+)
+
+# field -> the keys a client may send it under, English first.
+BATCH_KEYS: dict[str, tuple[str, ...]] = {
+    "is_closed": ("is_closed", "СтатусЗакрытия"),
+    "task_description": ("task_description", "ПредставлениеЗаданияНаСмену"),
+    "work_center_name": ("work_center", "work_center_name", "РабочийЦентр"),
+    "work_center_identifier": ("work_center_identifier", "ИдентификаторРЦ"),
+    "shift": ("shift", "Смена"),
+    "team": ("team", "Бригада"),
+    "batch_number": ("batch_number", "НомерПартии"),
+    "batch_date": ("batch_date", "ДатаПартии"),
+    "nomenclature": ("nomenclature", "Номенклатура"),
+    "ekn_code": ("ekn_code", "КодЕКН"),
+    "shift_start": ("shift_start", "ДатаВремяНачалаСмены"),
+    "shift_end": ("shift_end", "ДатаВремяОкончанияСмены"),
+}
+OPTIONAL_ON_CREATE = {"is_closed"}
+
+
+_SHIFT_ORDER = (
+    "shift_end (ДатаВремяОкончанияСмены) must not be before shift_start "
+    "(ДатаВремяНачалаСмены), compared as instants"
+)
+# The synonym rules and the shift order, for the OpenAPI document (app.openapi reads
+# `__json_schema_extra__`); resolve_batch enforces them. JSON Schema cannot compare two
+# fields: the order is stated in words and as `x-not-before` (field -> the field it must
+# not precede, under either key).
+_FEED_ITEM = {
+    "description": (
+        "One shift task as 1C sends it. Every field has an English and a 1C (Russian) key: "
+        "send exactly one of them (is_closed may be left out); both at once is a 422. "
+        f"{_SHIFT_ORDER}."
+    ),
+    "allOf": [
+        at_most_one_of(keys) if field in OPTIONAL_ON_CREATE else exactly_one_of(keys)
+        for field, keys in BATCH_KEYS.items()
+    ],
+    "x-not-before": {"shift_end": "shift_start"},
+}
+_CHANGES = {
+    "description": (
+        "Fields to change, under their English or 1C (Russian) key, at most one key per "
+        f"field. {_SHIFT_ORDER}, the stored value standing in for one not sent."
+    ),
+    "allOf": [at_most_one_of(keys) for keys in BATCH_KEYS.values()],
+    "x-not-before": {"shift_end": "shift_start"},
+}
 
 
 class BatchInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One shift task as 1C sends it. Each field has an English and a 1C (Russian) key."""
+
+    __json_schema_extra__: ClassVar[dict[str, Any]] = _FEED_ITEM
 
     is_closed: bool | UnsetType = UNSET
     СтатусЗакрытия: bool | UnsetType = UNSET
@@ -36,28 +96,16 @@ class BatchInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     Номенклатура: LongText | UnsetType = UNSET
     ekn_code: NonEmptyText | UnsetType = UNSET
     КодЕКН: NonEmptyText | UnsetType = UNSET
-    shift_start: dt.datetime | UnsetType = UNSET
-    ДатаВремяНачалаСмены: dt.datetime | UnsetType = UNSET
-    shift_end: dt.datetime | UnsetType = UNSET
-    ДатаВремяОкончанияСмены: dt.datetime | UnsetType = UNSET
+    shift_start: Instant | UnsetType = UNSET
+    ДатаВремяНачалаСмены: Instant | UnsetType = UNSET
+    shift_end: Instant | UnsetType = UNSET
+    ДатаВремяОкончанияСмены: Instant | UnsetType = UNSET
 
 
-# field -> the keys a client may send it under, English first.
-BATCH_KEYS: dict[str, tuple[str, ...]] = {
-    "is_closed": ("is_closed", "СтатусЗакрытия"),
-    "task_description": ("task_description", "ПредставлениеЗаданияНаСмену"),
-    "work_center_name": ("work_center", "work_center_name", "РабочийЦентр"),
-    "work_center_identifier": ("work_center_identifier", "ИдентификаторРЦ"),
-    "shift": ("shift", "Смена"),
-    "team": ("team", "Бригада"),
-    "batch_number": ("batch_number", "НомерПартии"),
-    "batch_date": ("batch_date", "ДатаПартии"),
-    "nomenclature": ("nomenclature", "Номенклатура"),
-    "ekn_code": ("ekn_code", "КодЕКН"),
-    "shift_start": ("shift_start", "ДатаВремяНачалаСмены"),
-    "shift_end": ("shift_end", "ДатаВремяОкончанияСмены"),
-}
-OPTIONAL_ON_CREATE = {"is_closed"}
+class BatchUpdate(BatchInput, forbid_unknown_fields=True, kw_only=True):
+    """PATCH /batches/{id}: the fields of BatchInput, any of them."""
+
+    __json_schema_extra__: ClassVar[dict[str, Any]] = _CHANGES
 
 
 class BatchFields(msgspec.Struct, kw_only=True):
@@ -82,13 +130,13 @@ def resolve_batch(item: BatchInput, loc: Loc, *, partial: bool) -> BatchFields:
                 )
             continue
         if isinstance(value, dt.datetime):
-            value = aware(value)
-            try:  # stored as UTC: an instant past year 9999 or before year 1 there has no value
-                value.astimezone(dt.UTC)
-            except OverflowError:
+            if not MIN_YEAR <= value.year <= MAX_YEAR:  # else UTC could fall outside 1..9999
                 raise InputInvalid.at(
-                    [*loc, key], "datetime out of range", "datetime_range"
-                ) from None
+                    [*loc, key],
+                    f"datetime out of range (years {MIN_YEAR:04}..{MAX_YEAR})",
+                    "datetime_range",
+                )
+            value = aware(value)
         if isinstance(value, str):
             value = value.strip()
         values[field] = value

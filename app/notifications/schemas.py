@@ -6,7 +6,8 @@ from typing import Annotated
 
 import msgspec
 
-from app.errors import NO_NUL, plain_pattern
+from app.errors import END, NO_NUL, plain_pattern
+from app.schemas import NOT_BLANK
 
 # Deliberately simple: one @, a dot in the domain, no whitespace, control characters or the
 # address syntax's specials (a line break does not fit in the To header, and Python's header
@@ -18,7 +19,7 @@ _ADDRESS_CHAR = (
     r'()<>\[\]:;,\\"]'
 )
 EMAIL_PATTERN = plain_pattern(
-    rf"^{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+$",
+    rf"^{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+{END}",
     "must be an email address: name@domain.tld without whitespace, control characters "
     'or ()<>[]:;,\\"',
 )
@@ -31,8 +32,13 @@ Email = Annotated[
         examples=["shift.lead@example.com"],
     ),
 ]
-Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
-Message = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000, pattern=NO_NUL)]
+# Blank ones are refused by the controller; the document states both rules (app.schemas).
+Subject = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL, extra_json_schema=NOT_BLANK)
+]
+Message = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=10_000, pattern=NO_NUL, extra_json_schema=NOT_BLANK)
+]
 
 
 class TestNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

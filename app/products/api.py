@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Body, FromQuery, Parameter
 from litestar.status_codes import HTTP_201_CREATED
 
-from app.api_support import CONFLICT, INVALID, NOT_FOUND, Db
+from app.api_support import CONFLICT, INVALID, NOT_FOUND, RULE, Db
 from app.idempotency import IdempotentOperation, request_session
 from app.products import service
 from app.products.schemas import (
@@ -30,12 +30,13 @@ class ProductController(Controller):
         "/",
         summary="Add one product or many",
         description=(
-            "One object -> 201 the product (409 duplicate code, 404 unknown batch). An array "
-            "(up to 100,000) -> 201 `{created, skipped}`: existing codes and unknown batches are "
-            "skipped and reported, the rest inserted in one statement."
+            "One object -> 201 the product (409 duplicate code, 404 unknown batch, 400 closed "
+            "batch). An array (up to 100,000) -> 201 `{created, skipped}`: existing codes, "
+            "unknown and closed batches are skipped and reported, the rest inserted in one "
+            "statement."
         ),
         status_code=HTTP_201_CREATED,
-        responses={**NOT_FOUND, **CONFLICT, **INVALID},
+        responses={**NOT_FOUND, **CONFLICT, **RULE, **INVALID},
         operation_class=IdempotentOperation,
     )
     async def add_products(

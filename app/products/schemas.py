@@ -3,20 +3,56 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from app.schemas import MAX_INT32, Int32, NonEmptyText
+from app.schemas import MAX_INT32, Int32, NonEmptyText, exactly_one_of
 
 UniqueCode = NonEmptyText
+
+PRODUCT_KEYS: dict[str, tuple[str, ...]] = {
+    "unique_code": ("unique_code", "УникальныйКодПродукта"),
+    "batch_id": ("batch_id",),
+    "batch_number": ("batch_number", "НомерПартии"),
+    "batch_date": ("batch_date", "ДатаПартии"),
+}
+_BY_NUMBER_AND_DATE = PRODUCT_KEYS["batch_number"] + PRODUCT_KEYS["batch_date"]
+# The rules resolve_product enforces, for the OpenAPI document (app.openapi): one key per
+# field, and the batch named by `batch_id` alone or by its number and date.
+_RULES = {
+    "description": (
+        "A product code and its batch: `batch_id`, or `batch_number` + `batch_date`. Each "
+        "field under its English or 1C (Russian) key, exactly one of them."
+    ),
+    "allOf": [
+        exactly_one_of(PRODUCT_KEYS["unique_code"]),
+        {
+            "oneOf": [
+                {
+                    "required": ["batch_id"],
+                    "not": {"anyOf": [{"required": [key]} for key in _BY_NUMBER_AND_DATE]},
+                },
+                {
+                    "allOf": [
+                        exactly_one_of(PRODUCT_KEYS["batch_number"]),
+                        exactly_one_of(PRODUCT_KEYS["batch_date"]),
+                    ],
+                    "not": {"required": ["batch_id"]},
+                },
+            ]
+        },
+    ],
+}
 
 
 # gc=False: a bulk request decodes 100,000 of these; they hold no cycles, so the cyclic
 # garbage collector need not track (and repeatedly scan) them.
 class ProductInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
     """A product code and its batch: `batch_id`, or `batch_number` + `batch_date`."""
+
+    __json_schema_extra__: ClassVar[dict[str, Any]] = _RULES
 
     unique_code: UniqueCode | UnsetType = UNSET
     УникальныйКодПродукта: UniqueCode | UnsetType = UNSET
@@ -26,13 +62,6 @@ class ProductInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=
     batch_date: dt.date | UnsetType = UNSET
     ДатаПартии: dt.date | UnsetType = UNSET
 
-
-PRODUCT_KEYS: dict[str, tuple[str, ...]] = {
-    "unique_code": ("unique_code", "УникальныйКодПродукта"),
-    "batch_id": ("batch_id",),
-    "batch_number": ("batch_number", "НомерПартии"),
-    "batch_date": ("batch_date", "ДатаПартии"),
-}
 
 MAX_BULK_PRODUCTS = 100_000
 

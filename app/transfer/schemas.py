@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from app.batches.schemas import BatchFilters
+from app.errors import NO_NUL
 from app.reports.schemas import FileResult
-from app.schemas import Int32, LongText, NonEmptyText
+from app.schemas import Int32
 
 ImportFormat = Literal["xlsx", "csv"]
 ExportFormat = Literal["excel", "csv"]
@@ -24,8 +25,11 @@ class ExportFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     batch_date_from: dt.date | None = None
     batch_date_to: dt.date | None = None
     work_center_id: Int32 | None = None
-    shift: NonEmptyText | None = None
-    nomenclature: LongText | None = None
+    # Filters match exactly, a blank one too (as GET /batches does).
+    shift: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)] | None = None
+    nomenclature: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=10_000, pattern=NO_NUL)] | None
+    ) = None
 
     def to_batch_filters(self) -> BatchFilters:
         return BatchFilters(**msgspec.structs.asdict(self))

@@ -8,8 +8,9 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from app.errors import NO_NUL, plain_pattern
+from app.errors import END, NO_NUL, plain_pattern
 from app.outbox import EVENTS
+from app.schemas import NOT_BLANK
 
 WebhookEvent = Literal[
     "batch_created",
@@ -63,7 +64,7 @@ _PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4
 _REST = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 URL_PATTERN = plain_pattern(
     rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:{_DNS_NAME}|{_IPV4}|\[{_IPV6}\])(?::{_PORT})?"
-    rf"(?:[/?#]{_REST}*)?$",
+    rf"(?:[/?#]{_REST}*)?{END}",
     "must be an http:// or https:// URL: a host name, IPv4 or [IPv6] address, an optional "
     "port 1..65535, no credentials, no whitespace or control characters",
 )
@@ -92,6 +93,7 @@ SecretKey = Annotated[
         min_length=1,
         max_length=1024,
         pattern=NO_NUL,
+        extra_json_schema=NOT_BLANK,  # check_secret refuses a blank key
         description=(
             "HMAC key (write-only, never returned). `whsec_<base64>` keys are base64-decoded "
             "for the Standard Webhooks signature, as that spec's libraries expect."

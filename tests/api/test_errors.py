@@ -96,6 +96,31 @@ async def test_json_bodies_take_only_their_documented_json_types(client, path, p
     assert await count_rows("webhook_subscriptions") == 0
 
 
+async def test_a_number_with_a_zero_fraction_is_an_integer(client):
+    # JSON Schema's rule: 22222.0 is the integer 22222.
+    [batch] = (
+        await client.post("/api/v1/batches", json=[shift_task_ru(НомерПартии=22222.0)])
+    ).json()
+    assert batch["batch_number"] == 22222
+    product = {"unique_code": "A", "batch_id": float(batch["id"])}
+    assert (await client.post("/api/v1/products", json=product)).status_code == 201
+    problem(
+        await client.post("/api/v1/batches", json=[shift_task_en(batch_number=1.5)]),
+        422,
+        ["body", 0, "batch_number"],
+    )
+
+
+@pytest.mark.parametrize("year", ["0001", "9999"])
+async def test_shift_times_are_in_years_0002_to_9998(client, year):
+    # Whatever the offset, the instant then fits the years 1..9999 it is stored in (UTC).
+    payload = [shift_task_en(shift_start=f"{year}-06-01T00:00:00Z")]
+    error = problem(await client.post("/api/v1/batches", json=payload), 422)["detail"][0]
+    assert error["loc"] == ["body", 0, "shift_start"]
+    assert error["msg"] == "datetime out of range (years 0002..9998)"
+    await assert_nothing_written()
+
+
 async def test_more_than_1000_batches_is_422(client):
     payload = [shift_task_en(n) for n in range(1, 1002)]
     problem(await client.post("/api/v1/batches", json=payload), 422, ["body"])
