@@ -59,7 +59,7 @@ async def cancel(session: AsyncSession, task_id: uuid.UUID) -> Task:
         await session.execute(select(Task).where(Task.id == task_id).with_for_update())
     ).scalar_one_or_none()
     if task is None:
-        raise NotFound(f"Task {task_id} not found")
+        raise NotFound(f"Task not found (id {task_id})")
     if task.status in FINISHED_STATUSES:
         raise Conflict(f"Task {task_id} already finished with status {task.status}")
     task.cancel_requested = True

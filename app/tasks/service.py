@@ -47,7 +47,7 @@ def task_out(task: Task) -> TaskOut:
 async def get_task(session: AsyncSession, task_id: uuid.UUID) -> TaskOut:
     task = await session.get(Task, task_id, populate_existing=True)
     if task is None:
-        raise NotFound(f"Task {task_id} not found")
+        raise NotFound(f"Task not found (id {task_id})")
     return task_out(task)
 
 

@@ -128,7 +128,7 @@ async def _subscription(
         query = query.with_for_update(key_share=True)
     subscription = (await session.execute(query)).scalar_one_or_none()
     if subscription is None:
-        raise NotFound(f"Webhook {webhook_id} not found")
+        raise NotFound(f"Webhook not found (id {webhook_id})")
     return subscription
 
 
@@ -203,7 +203,7 @@ async def delete_webhook(session: AsyncSession, webhook_id: int) -> None:
         .returning(WebhookSubscription.id)
     )
     if result.first() is None:
-        raise NotFound(f"Webhook {webhook_id} not found")
+        raise NotFound(f"Webhook not found (id {webhook_id})")
 
 
 # --- deliveries ---------------------------------------------------------------------------
@@ -307,7 +307,7 @@ async def redeliver(session: AsyncSession, webhook_id: int, delivery_id: int) ->
     ).first()
     if row is None:
         await _subscription(session, webhook_id)
-        raise NotFound(f"Delivery {delivery_id} of webhook {webhook_id} not found")
+        raise NotFound(f"Delivery not found (id {delivery_id}, webhook {webhook_id})")
     delivery, subscription = row
     if delivery.status == "pending":
         raise Conflict(

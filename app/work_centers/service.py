@@ -46,5 +46,5 @@ async def list_work_centers(
 async def get_work_center(session: AsyncSession, work_center_id: int) -> WorkCenterOut:
     row = (await session.execute(_with_counts().where(WorkCenter.id == work_center_id))).first()
     if row is None:
-        raise NotFound(f"Work center {work_center_id} not found")
+        raise NotFound(f"Work center not found (id {work_center_id})")
     return _out(*row)

@@ -68,8 +68,9 @@ async def test_finished_task_carries_result_or_error(client):
 async def test_unknown_task_is_404(client):
     missing = uuid.uuid4()
     body = problem(await client.get(f"/api/v1/tasks/{missing}"), 404)
-    assert body["detail"] == f"Task {missing} not found"
-    problem(await client.post(f"/api/v1/tasks/{missing}/cancel"), 404)
+    assert body["detail"] == f"Task not found (id {missing})"
+    cancelled = problem(await client.post(f"/api/v1/tasks/{missing}/cancel"), 404)
+    assert cancelled["detail"] == f"Task not found (id {missing})"
     problem(await client.get(f"/api/v1/tasks/{missing}/events"), 404)
 
 

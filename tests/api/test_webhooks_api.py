@@ -234,12 +234,13 @@ async def test_bad_patch_is_422_and_changes_nothing(client, change, loc):
 async def test_path_ids_and_unknown_webhooks(client):
     for path in (f"{WEBHOOKS}/0", f"{WEBHOOKS}/2147483648", f"{WEBHOOKS}/-1/deliveries"):
         assert (await client.get(path)).status_code == 422, path
-    assert (await client.get(f"{WEBHOOKS}/7")).status_code == 404
+    assert (await client.get(f"{WEBHOOKS}/7")).json()["detail"] == "Webhook not found (id 7)"
     assert (await client.patch(f"{WEBHOOKS}/7", json={})).status_code == 404
+    assert (await client.delete(f"{WEBHOOKS}/7")).json()["detail"] == "Webhook not found (id 7)"
     assert (await client.post(f"{WEBHOOKS}/7/test")).status_code == 404
     response = await client.get(f"{WEBHOOKS}/7/deliveries")
     assert response.status_code == 404
-    assert response.json()["detail"] == "Webhook 7 not found"
+    assert response.json()["detail"] == "Webhook not found (id 7)"
     assert (await client.get(f"{WEBHOOKS}/")).status_code == 200
 
 
@@ -297,11 +298,13 @@ async def test_redeliver_rules(client):
     response = await client.post(f"{base}/{pending}/redeliver")
     assert response.status_code == 409
     assert "still pending" in response.json()["detail"]
-    assert (await client.post(f"{base}/999/redeliver")).status_code == 404
+    response = await client.post(f"{base}/999/redeliver")
+    assert response.status_code == 404
+    assert response.json()["detail"] == f"Delivery not found (id 999, webhook {hook['id']})"
     other = await create_webhook(client)
-    assert (
-        await client.post(f"{WEBHOOKS}/{other['id']}/deliveries/{failed}/redeliver")
-    ).status_code == 404
+    response = await client.post(f"{WEBHOOKS}/{other['id']}/deliveries/{failed}/redeliver")
+    assert response.status_code == 404
+    assert response.json()["detail"] == f"Delivery not found (id {failed}, webhook {other['id']})"
 
     finished = await add_delivery(hook["id"], "success")
     await client.patch(f"{WEBHOOKS}/{hook['id']}", json={"is_active": False})

@@ -91,7 +91,7 @@ async def test_pagination(client):
 
 async def test_missing_work_center_is_404(client):
     body = problem(await client.get("/api/v1/work-centers/5"), 404)
-    assert body["detail"] == "Work center 5 not found"
+    assert body["detail"] == "Work center not found (id 5)"
 
 
 @pytest.mark.parametrize(
