@@ -23,6 +23,7 @@ from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.handlers import HTTPRouteHandler
 
 from app.errors import PROBLEM_JSON
+from app.openapi_document import correct_document
 
 PROBLEM_REF = "#/components/schemas/Problem"
 METHODS = ("get", "put", "post", "delete", "patch", "head")
@@ -105,3 +106,5 @@ def finish_openapi(app: Litestar) -> None:
                 responses.setdefault("415", _problem("The body is not application/json (or +json)"))
             if path.endswith("/events") and "200" in responses:
                 responses["200"]["content"] = {"text/event-stream": {"schema": PROGRESS_EVENT}}
+    # Authentication, exact parameters, readable names, examples: app/openapi_document.py.
+    correct_document(document)
