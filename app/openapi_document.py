@@ -4,8 +4,8 @@ Each function corrects one thing, after app/openapi.py has put the exact body sc
 
 * `declare_api_key`: the `X-API-Key` scheme on every operation the API-key middleware guards,
   with the 401 problem it answers;
-* `exact_parameters`: query and path parameters as they are checked: integer bounds as
-  integers (`minimum: 1`, not `exclusiveMinimum: 0.0`), no `null` a query string cannot carry;
+* `exact_parameters`: integer parameters' bounds as they are checked: `minimum: 1`, not
+  `exclusiveMinimum: 0.0`;
 * `readable_names`: `BatchPage` instead of `Page_app.batches.schemas.BatchListItem_`;
 * `add_examples`: the request examples of app/openapi_examples.py, and for every error
   response a problem+json example of that status.
@@ -83,14 +83,6 @@ def declare_api_key(document: dict[str, Any]) -> None:
 
 
 def _exact(schema: dict[str, Any]) -> None:
-    branches = schema.get("oneOf")
-    if isinstance(branches, list) and {"type": "null"} in branches:
-        rest = [b for b in branches if b != {"type": "null"}]
-        if len(rest) == 1:
-            del schema["oneOf"]
-            schema.update(rest[0])
-    if None in schema.get("enum", []):
-        schema["enum"] = [v for v in schema["enum"] if v is not None]
     if schema.get("type") == "integer":
         if "exclusiveMinimum" in schema:
             schema["minimum"] = math.floor(schema.pop("exclusiveMinimum")) + 1
@@ -102,8 +94,9 @@ def _exact(schema: dict[str, Any]) -> None:
 
 
 def exact_parameters(document: dict[str, Any]) -> None:
-    """A query string has no null (an absent parameter means "any"), and an integer
-    parameter's bounds are integers: Litestar writes `gt=0` as `exclusiveMinimum: 0.0`."""
+    """An integer parameter's bounds as integers: Litestar writes the ids' `gt=0` as
+    `exclusiveMinimum: 0.0`, the service takes 1..2^31-1. (An optional filter keeps its
+    `null`: the service reads `?is_closed=null` as no filter.)"""
     for _, _, operation in _operations(document):
         for parameter in operation.get("parameters", []):
             _exact(parameter["schema"])
@@ -218,9 +211,9 @@ def _problem_example(
         else:
             names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
             loc = ["path", names[0]] if names else ["query", "limit"]
-            msg, kind = "Expected `int` <= 2147483647", "value_error"
+            msg, kind = "Expected `int` <= 2147483647", "type_error"
             if names == ["task_id"]:
-                msg = "Invalid UUID"
+                msg, kind = "Invalid UUID", "value_error"
             elif not names:
                 msg = "Expected `int` <= 1000"
         errors = [{"loc": loc, "msg": msg, "type": kind}]

@@ -41,3 +41,44 @@ async def test_options_allows_exactly_the_documented_methods(client):
             assert (await client.head(url)).status_code != 405, path
         checked += 1
     assert checked >= 30
+
+
+def _example(document: dict[str, Any], method: str, path: str, status: int) -> dict[str, Any]:
+    responses = document["paths"][path][method]["responses"]
+    example: dict[str, Any] = responses[str(status)]["content"]["application/problem+json"][
+        "example"
+    ]
+    return example
+
+
+async def test_problem_examples_are_what_the_service_answers(client):
+    document = await _document(client)
+    batch = "/api/v1/batches/{batch_id}"
+    task = "/api/v1/tasks/{task_id}"
+    cases = [
+        ("get", batch, "/api/v1/batches/2147483648", None, 422),
+        ("get", task, "/api/v1/tasks/not-a-uuid", None, 422),
+        ("get", batch, "/api/v1/batches/7", None, 404),
+        ("get", "/api/v1/webhooks/{webhook_id}", "/api/v1/webhooks/3", None, 404),
+        ("get", task, f"/api/v1/tasks/{TASK_ID}", None, 404),
+        (
+            "post",
+            "/api/v1/batches",
+            "/api/v1/batches",
+            b'[{"\xd0\xa1\xd0\xbc\xd0\xb5\xd0\xbd\xd0\xb0": 1}]',
+            422,
+        ),
+        ("post", "/api/v1/webhooks", "/api/v1/webhooks", b'{"url": 1} []', 422),
+    ]
+    for method, path, url, body, status in cases:
+        if body is None:
+            response = await client.request(method.upper(), url)
+        else:
+            headers = {"Content-Type": "application/json"}
+            response = await client.request(method.upper(), url, content=body, headers=headers)
+        assert response.status_code == status, (url, response.text)
+        assert response.json() == _example(document, method, path, status), url
+    media = await client.post(
+        "/api/v1/webhooks", content=b"url=x", headers={"Content-Type": "text/plain"}
+    )
+    assert media.json() == _example(document, "post", "/api/v1/webhooks", 415)
