@@ -24,6 +24,9 @@ async def test_the_served_document_declares_the_api_key(client):
     document = await _document(client)
     assert document["components"]["securitySchemes"]["ApiKeyAuth"]["name"] == "X-API-Key"
     assert document["paths"]["/api/v1/batches"]["get"]["security"] == [{"ApiKeyAuth": []}]
+    # Both docs pages render that same document (Swagger UI then shows Authorize).
+    for page in ("/docs", "/schema/swagger"):
+        assert '"securitySchemes"' in (await client.get(page)).text, page
 
 
 async def test_options_allows_exactly_the_documented_methods(client):
