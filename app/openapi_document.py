@@ -6,7 +6,6 @@ Each function corrects one thing, after app/openapi.py has put the exact body sc
   with the 401 problem it answers;
 * `exact_parameters`: integer parameters' bounds as they are checked: `minimum: 1`, not
   `exclusiveMinimum: 0.0`;
-* `require_import_file`: the import form's file part is required, and a file;
 * `readable_names`: `BatchPage` instead of `Page_app.batches.schemas.BatchListItem_`;
 * `add_examples`: the request examples of app/openapi_examples.py, and for every error
   response a problem+json example of that status.
@@ -45,7 +44,6 @@ def _operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, 
 def correct_document(document: dict[str, Any]) -> None:
     declare_api_key(document)
     exact_parameters(document)
-    require_import_file(document)
     readable_names(document)
     add_examples(document)
 
@@ -102,27 +100,6 @@ def exact_parameters(document: dict[str, Any]) -> None:
     for _, _, operation in _operations(document):
         for parameter in operation.get("parameters", []):
             _exact(parameter["schema"])
-
-
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-def require_import_file(document: dict[str, Any]) -> None:
-    """The import form's `file` is a required file part: the dataclass field is optional
-    only so that the handler can answer a missing one with its own 422 (app/transfer/api.py)."""
-    form = document.get("components", {}).get("schemas", {}).get("ImportUpload")
-    if form is None:
-        return
-    form["properties"]["file"] = {
-        "type": "string",
-        "format": "binary",
-        "description": "An .xlsx workbook (first sheet) or a .csv, 1C or English header row",
-    }
-    form["required"] = ["file"]
-    for _, _, operation in _operations(document):
-        media = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data")
-        if media is not None and media["schema"] == {"$ref": SCHEMA_REF + "ImportUpload"}:
-            media["encoding"] = {"file": {"contentType": f"{XLSX}, text/csv"}}
 
 
 _GENERIC_PAGE = re.compile(r"^Page\[(?P<item>\w+)\]$")

@@ -192,15 +192,6 @@ def test_required_body_fields_are_required(document: dict[str, Any]) -> None:
             assert field in component["properties"], (name, field)
 
 
-def test_the_import_form_requires_its_file(document: dict[str, Any]) -> None:
-    form = document["components"]["schemas"]["ImportUpload"]
-    assert form["required"] == ["file"]
-    assert (form["properties"]["file"]["type"], form["properties"]["file"]["format"]) == (
-        "string",
-        "binary",
-    )
-
-
 def test_body_array_sizes_are_those_enforced(app: Litestar, document: dict[str, Any]) -> None:
     checked = 0
     for route in app.routes:
