@@ -109,22 +109,7 @@ _INSERT_SQL = (
     + ")"
 )
 # Every field of a batch response but the work center and products, as the insert returns it.
-_RETURNED_FIELDS = (
-    "id",
-    "is_closed",
-    "closed_at",
-    "task_description",
-    "shift",
-    "team",
-    "batch_number",
-    "batch_date",
-    "nomenclature",
-    "ekn_code",
-    "shift_start",
-    "shift_end",
-    "created_at",
-    "updated_at",
-)
+_RETURNED_FIELDS = ("id", *BATCH_COLUMNS, "closed_at", "created_at", "updated_at")
 _RETURNED = ", ".join(("work_center_id", *_RETURNED_FIELDS))
 # The 1C re-send rule: overwrite every field; a batch re-sent closed keeps its close time.
 _SKIP_SQL = " ON CONFLICT ON CONSTRAINT uq_batches_number_date DO NOTHING"
