@@ -284,20 +284,6 @@ async def send(target: Target, resolver: Resolver) -> AttemptResult:
     return result(False, error, retryable=True, status=status, text=text)
 
 
-def delivery_messages(delivery_ids: Sequence[int], *, eta_ms: int | None = None) -> list[Any]:
-    """Outbox rows of deliver_webhook messages for `delivery_ids`, BATCH_SIZE ids a message."""
-    return [
-        {
-            "topic": TOPIC_TASK,
-            "event_type": DELIVER_ACTOR,
-            "payload": actor_message(
-                DELIVER_ACTOR, delivery_ids[start : start + BATCH_SIZE], eta_ms=eta_ms
-            ),
-        }
-        for start in range(0, len(delivery_ids), BATCH_SIZE)
-    ]
-
-
 _INSERT_MESSAGES = text(
     "INSERT INTO outbox (topic, event_type, payload) "
     "SELECT :topic, :event_type, p FROM unnest(CAST(:payloads AS jsonb[])) AS p"
@@ -307,17 +293,19 @@ _INSERT_MESSAGES = text(
 async def enqueue_deliveries(
     session: AsyncSession, delivery_ids: Sequence[int], *, eta_ms: int | None = None
 ) -> None:
-    """deliver_webhook messages through the outbox: published only if this transaction commits
-    (not before `eta_ms`, epoch milliseconds, when given)."""
-    rows = delivery_messages(delivery_ids, eta_ms=eta_ms)
-    if rows:
+    """deliver_webhook messages, BATCH_SIZE ids each, through the outbox: published only if
+    this transaction commits (and held by the broker until `eta_ms`, epoch ms, if given)."""
+    ids = list(delivery_ids)
+    if ids:
+        payloads = [
+            msgspec.json.encode(
+                actor_message(DELIVER_ACTOR, ids[start : start + BATCH_SIZE], eta_ms=eta_ms)
+            ).decode()
+            for start in range(0, len(ids), BATCH_SIZE)
+        ]
         await session.execute(
             _INSERT_MESSAGES,
-            {
-                "topic": TOPIC_TASK,
-                "event_type": DELIVER_ACTOR,
-                "payloads": [msgspec.json.encode(row["payload"]).decode() for row in rows],
-            },
+            {"topic": TOPIC_TASK, "event_type": DELIVER_ACTOR, "payloads": payloads},
         )
 
 
@@ -378,15 +366,23 @@ async def claim(delivery_ids: Sequence[int]) -> list[Target]:
     ]
 
 
+# Rows locked in id order: two messages with overlapping ids never deadlock.
 _END_INACTIVE = text(
     """
+    WITH doomed AS (
+        SELECT d.id, s.id AS webhook_id, s.disabled_reason
+        FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
+        WHERE d.id = ANY(CAST(:ids AS integer[]))
+          AND d.status = 'pending' AND NOT s.is_active AND d.event_type <> :ping
+        ORDER BY d.id
+        FOR NO KEY UPDATE OF d
+    )
     UPDATE webhook_deliveries d
     SET status = 'failed', next_attempt_at = NULL,
-        error_message = 'Not sent: webhook ' || s.id || ' is inactive'
-                        || coalesce(' (' || s.disabled_reason || ')', '')
-    FROM webhook_subscriptions s
-    WHERE d.id = ANY(CAST(:ids AS integer[])) AND s.id = d.subscription_id
-      AND d.status = 'pending' AND NOT s.is_active AND d.event_type <> :ping
+        error_message = 'Not sent: webhook ' || doomed.webhook_id || ' is inactive'
+                        || coalesce(' (' || doomed.disabled_reason || ')', '')
+    FROM doomed
+    WHERE d.id = doomed.id
     RETURNING d.id
     """
 )
@@ -606,6 +602,8 @@ async def deliver_batch(
         allow_private = get_settings().webhook_allow_private
     ids = list(dict.fromkeys(delivery_ids))
     outcomes = dict.fromkeys(ids, Outcome("skipped"))
+    if not ids:
+        return outcomes
     targets = await claim(ids)
     claimed = {target.delivery_id for target in targets}
     if len(claimed) < len(ids):
