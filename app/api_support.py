@@ -33,7 +33,13 @@ async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[Asyn
 
 
 def problem(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=Problem, description=description, media_type=PROBLEM_JSON)
+    # No generated examples (random strings): app/openapi_document.py gives real ones.
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=PROBLEM_JSON,
+        generate_examples=False,
+    )
 
 
 NOT_FOUND = {404: problem("The resource does not exist")}
@@ -52,6 +58,7 @@ INVALID = {
             "the key as sent"
         ),
         media_type=PROBLEM_JSON,
+        generate_examples=False,
     )
 }
 

@@ -25,6 +25,7 @@ from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.handlers import HTTPRouteHandler
 
 from app.errors import DOCUMENTED_TEXT, PROBLEM_JSON
+from app.openapi_document import correct_document
 from app.schemas import NOT_BLANK_MARK
 
 PROBLEM_REF = "#/components/schemas/Problem"
@@ -102,7 +103,10 @@ def finish_openapi(app: Litestar) -> None:
                 responses.setdefault("415", _problem("The body is not application/json (or +json)"))
             if path.endswith("/events") and "200" in responses:
                 responses["200"]["content"] = {"text/event-stream": {"schema": PROGRESS_EVENT}}
+    # Before correct_document: it finds the body components under their class names.
     state_rules_checked_in_code(app, document)
+    # Authentication, exact parameters, readable names, examples: app/openapi_document.py.
+    correct_document(document)
 
 
 # --- Input rules checked in code, stated in the document ---------------------------------------

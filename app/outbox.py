@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,15 +52,20 @@ def actor_message(
     *,
     message_id: str | None = None,
     priority: int = PRIORITY_NORMAL,
+    eta_ms: int | None = None,
 ) -> dict[str, Any]:
-    """The outbox payload of one message for the actor `actor`."""
-    return {
+    """The outbox payload of one message for the actor `actor`; with `eta_ms` (epoch
+    milliseconds) the broker holds it until then (a planned retry)."""
+    payload = {
         "actor": actor,
         "queue": TASK_QUEUES[actor],
         "args": list(args),
         "message_id": message_id or str(uuid.uuid4()),
         "priority": priority,
     }
+    if eta_ms is not None:
+        payload["eta_ms"] = eta_ms
+    return payload
 
 
 async def enqueue_task(
@@ -176,6 +182,8 @@ class Publisher:
         from app.broker import broker
 
         for payload in messages:
+            # A message published late (relay down) is held only for what is left of its delay.
+            delay = payload.get("eta_ms", 0) - int(time.time() * 1000)
             broker.enqueue(
                 dramatiq.Message(
                     queue_name=payload["queue"],
@@ -184,7 +192,8 @@ class Publisher:
                     kwargs={},
                     options={"broker_priority": payload.get("priority", PRIORITY_NORMAL)},
                     message_id=payload["message_id"],
-                )
+                ),
+                delay=delay if delay > 0 else None,
             )
 
     async def publish(self, messages: list[dict[str, Any]]) -> None:

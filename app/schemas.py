@@ -89,17 +89,19 @@ def pick(
 
     Two synonyms set at once (e.g. `shift` and `Смена`) are ambiguous -> 422.
     """
-    found = [
-        (name, getattr(item, name)) for name in names if getattr(item, name) is not msgspec.UNSET
-    ]
-    if len(found) > 1:
-        raise InputInvalid.at(
-            [*loc, found[1][0]],
-            f"'{found[0][0]}' and '{found[1][0]}' name the same field; send one",
-        )
-    if not found:
+    found: str | None = None
+    value: Any = msgspec.UNSET
+    for name in names:  # a plain loop: this runs for every field of every item of a feed
+        candidate = getattr(item, name)
+        if candidate is msgspec.UNSET:
+            continue
+        if found is not None:
+            raise InputInvalid.at(
+                [*loc, name], f"'{found}' and '{name}' name the same field; send one"
+            )
+        found, value = name, candidate
+    if found is None:
         return msgspec.UNSET, None
-    name, value = found[0]
     if isinstance(value, str) and not value.strip():
-        raise InputInvalid.at([*loc, name], "must not be blank", "string_blank")
-    return value, name
+        raise InputInvalid.at([*loc, found], "must not be blank", "string_blank")
+    return value, found

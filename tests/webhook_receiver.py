@@ -89,6 +89,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a sender opening its connection pool to
+    # one host all at once would see SYNs dropped and retried a second later.
+    request_queue_size = 128
     state: _State
 
     def handle_error(self, request: object, client_address: object) -> None:

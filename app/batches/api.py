@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, Response, get, patch, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, FromQuery, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
@@ -39,7 +40,16 @@ class BatchController(Controller):
             "(batch_number, batch_date), in the database or twice in the array, is a 409 and "
             "nothing is written, unless `on_conflict=update` (the 1C re-send rule: overwrite)."
         ),
-        responses={**CONFLICT, **INVALID},
+        responses={
+            # The 1C re-send: every batch of the array existed and was overwritten.
+            200: ResponseSpec(
+                data_container=list[BatchOut],
+                description="`on_conflict=update` and no batch was new: all were overwritten",
+                generate_examples=False,
+            ),
+            **CONFLICT,
+            **INVALID,
+        },
         operation_class=IdempotentOperation,
         status_code=HTTP_201_CREATED,
     )

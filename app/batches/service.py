@@ -8,7 +8,6 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Select, and_, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.batches.schemas import (
@@ -37,29 +36,56 @@ BATCH_COLUMNS = (
 )
 
 
-async def upsert_work_centers(session: AsyncSession, pairs: dict[str, str]) -> dict[str, int]:
-    """identifier -> id, creating or renaming work centers (the last name sent wins)."""
+# One round trip: create or rename the work centers and return every one asked for. The
+# second branch reads rows the upsert left alone (same name); both see the statement's
+# snapshot, so a center another transaction created after it began is read by the caller's
+# fallback query instead. Sorted input keeps concurrent feeds from deadlocking.
+_UPSERT_WORK_CENTERS = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:identifiers AS varchar[]), CAST(:names AS varchar[]))
+            AS i(identifier, name)
+    ), upserted AS (
+        INSERT INTO work_centers (identifier, name)
+        SELECT identifier, name FROM input ORDER BY identifier
+        ON CONFLICT (identifier) DO UPDATE SET name = EXCLUDED.name, updated_at = now()
+        WHERE work_centers.name IS DISTINCT FROM EXCLUDED.name
+        RETURNING id, identifier, name
+    )
+    SELECT id, identifier, name FROM upserted
+    UNION ALL
+    SELECT w.id, w.identifier, w.name FROM work_centers w JOIN input USING (identifier)
+    WHERE NOT EXISTS (SELECT FROM upserted u WHERE u.identifier = w.identifier)
+    """
+)
+
+
+async def upsert_work_centers(
+    session: AsyncSession, pairs: dict[str, str]
+) -> dict[str, WorkCenterRef]:
+    """identifier -> work center, creating or renaming them (the last name sent wins)."""
     if not pairs:
         return {}
-    stmt = pg_insert(WorkCenter).values(
-        [{"identifier": ident, "name": name} for ident, name in sorted(pairs.items())]
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[WorkCenter.identifier],
-        set_={"name": stmt.excluded.name, "updated_at": func.now()},
-        where=WorkCenter.name.is_distinct_from(stmt.excluded.name),
-    )
-    await session.execute(stmt)
+    ordered = sorted(pairs.items())
     rows = await session.execute(
-        select(WorkCenter.identifier, WorkCenter.id).where(WorkCenter.identifier.in_(pairs))
+        _UPSERT_WORK_CENTERS,
+        {"identifiers": [i for i, _ in ordered], "names": [n for _, n in ordered]},
     )
-    return {identifier: id_ for identifier, id_ in rows.all()}
+    centers = {row.identifier: WorkCenterRef(row.id, row.identifier, row.name) for row in rows}
+    if len(centers) < len(pairs):  # created concurrently, after this statement's snapshot
+        late = await session.execute(
+            select(WorkCenter.id, WorkCenter.identifier, WorkCenter.name).where(
+                WorkCenter.identifier.in_([i for i in pairs if i not in centers])
+            )
+        )
+        centers.update({r.identifier: WorkCenterRef(r.id, r.identifier, r.name) for r in late})
+    return centers
 
 
-def _batch_row(fields: dict[str, Any], work_center_ids: dict[str, int]) -> dict[str, Any]:
+def _batch_row(fields: dict[str, Any], centers: dict[str, WorkCenterRef]) -> dict[str, Any]:
     row = {column: fields[column] for column in BATCH_COLUMNS if column in fields}
     if "work_center_identifier" in fields:
-        row["work_center_id"] = work_center_ids[fields["work_center_identifier"]]
+        row["work_center_id"] = centers[fields["work_center_identifier"]].id
     return row
 
 
@@ -82,7 +108,11 @@ _INSERT_SQL = (
     + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _INSERT_TYPES.items())
     + ")"
 )
+# Every field of a batch response but the work center and products, as the insert returns it.
+_RETURNED_FIELDS = ("id", *BATCH_COLUMNS, "closed_at", "created_at", "updated_at")
+_RETURNED = ", ".join(("work_center_id", *_RETURNED_FIELDS))
 # The 1C re-send rule: overwrite every field; a batch re-sent closed keeps its close time.
+_SKIP_SQL = " ON CONFLICT ON CONSTRAINT uq_batches_number_date DO NOTHING"
 _OVERWRITE_SQL = (
     " ON CONFLICT ON CONSTRAINT uq_batches_number_date DO UPDATE SET "
     + ", ".join(f"{name} = EXCLUDED.{name}" for name in _INSERT_TYPES if name != "closed_at")
@@ -114,30 +144,33 @@ async def create_batches(
             )
         seen[key] = index
 
-    work_center_ids = await upsert_work_centers(
+    centers = await upsert_work_centers(
         session,
         {i.values["work_center_identifier"]: i.values["work_center_name"] for i in items},
     )
     keys = list(seen)
-    existing = {
-        (row.batch_number, row.batch_date): row
-        for row in (
-            await session.execute(
-                text(
-                    """
-                    SELECT b.id, b.batch_number, b.batch_date, b.is_closed FROM batches b
-                    JOIN unnest(CAST(:numbers AS int[]), CAST(:dates AS date[])) AS k(n, d)
-                      ON b.batch_number = k.n AND b.batch_date = k.d
-                    FOR UPDATE OF b
-                    """
-                ),
-                {"numbers": [k[0] for k in keys], "dates": [k[1] for k in keys]},
-            )
-        ).all()
-    }
-    if existing and not overwrite:
+    # Overwriting needs the rows it replaces (created vs updated, closed just now); a plain
+    # feed learns of duplicates from the insert itself and reads them only to name them.
+    existing = await _existing_batches(session, keys, lock=True) if overwrite else {}
+
+    now = dt.datetime.now(dt.UTC)
+    rows = [_batch_row(item.values, centers) for item in items]
+    for row in rows:
+        row["closed_at"] = now if row["is_closed"] else None
+    columns = {name: [row[name] for row in rows] for name in _INSERT_TYPES}
+    # One statement over parallel arrays: a 1000-row VALUES list costs more to compile than
+    # to execute.
+    result = await session.execute(
+        text(
+            _INSERT_SQL + (_OVERWRITE_SQL if overwrite else _SKIP_SQL) + " RETURNING " + _RETURNED
+        ),
+        columns,
+    )
+    inserted = {(r.batch_number, r.batch_date): r for r in result.all()}
+    if len(inserted) < len(keys):  # only without overwrite: these exist already
+        taken = await _existing_batches(session, [k for k in keys if k not in inserted])
         duplicates = [
-            i for i in items if (i.values["batch_number"], i.values["batch_date"]) in existing
+            i for i in items if (i.values["batch_number"], i.values["batch_date"]) in taken
         ]
         first = duplicates[0].values
         raise Conflict(
@@ -147,24 +180,16 @@ async def create_batches(
             [_number_date_error(i, "batch already exists") for i in duplicates],
         )
 
-    now = dt.datetime.now(dt.UTC)
-    rows = [_batch_row(item.values, work_center_ids) for item in items]
-    for row in rows:
-        row["closed_at"] = now if row["is_closed"] else None
-    columns = {name: [row[name] for row in rows] for name in _INSERT_TYPES}
-    # One statement over parallel arrays: a 1000-row VALUES list costs more to compile than
-    # to execute.
-    result = await session.execute(
-        text(
-            _INSERT_SQL
-            + (_OVERWRITE_SQL if overwrite else "")
-            + " RETURNING id, batch_number, batch_date"
-        ),
-        columns,
-    )
-    ids_by_key = {(r.batch_number, r.batch_date): r.id for r in result.all()}
-    ordered_ids = [ids_by_key[key] for key in keys]
-    batches = await load_batches(session, ordered_ids)
+    centers_by_id = {center.id: center for center in centers.values()}
+    products = await _products_of(session, [row.id for row in existing.values()])
+    batches = [
+        BatchOut(
+            **{name: getattr(row, name) for name in _RETURNED_FIELDS},
+            work_center=centers_by_id[row.work_center_id],
+            products=products.get(row.id, []),
+        )
+        for row in (inserted[key] for key in keys)
+    ]
 
     created = [b for b in batches if (b.batch_number, b.batch_date) not in existing]
     updated = [b for b in batches if (b.batch_number, b.batch_date) in existing]
@@ -175,6 +200,43 @@ async def create_batches(
     await emit_events(session, "batch_updated", [event_data(b) for b in updated])
     await emit_events(session, "batch_closed", [event_data(b) for b in closed_now])
     return batches, len(created)
+
+
+async def _existing_batches(
+    session: AsyncSession, keys: Sequence[tuple[int, dt.date]], *, lock: bool = False
+) -> dict[tuple[int, dt.date], Any]:
+    """(batch_number, batch_date) -> (id, is_closed) of the batches already stored."""
+    rows = await session.execute(
+        text(
+            """
+            SELECT b.id, b.batch_number, b.batch_date, b.is_closed FROM batches b
+            JOIN unnest(CAST(:numbers AS int[]), CAST(:dates AS date[])) AS k(n, d)
+              ON b.batch_number = k.n AND b.batch_date = k.d
+            """
+            + (" FOR UPDATE OF b" if lock else "")
+        ),
+        {"numbers": [k[0] for k in keys], "dates": [k[1] for k in keys]},
+    )
+    return {(row.batch_number, row.batch_date): row for row in rows.all()}
+
+
+async def _products_of(
+    session: AsyncSession, batch_ids: Sequence[int]
+) -> dict[int, list[ProductBrief]]:
+    """batch id -> its products in id order, one query for all the batches."""
+    products: dict[int, list[ProductBrief]] = {batch_id: [] for batch_id in batch_ids}
+    if not batch_ids:
+        return products
+    rows = await session.execute(
+        text(
+            "SELECT batch_id, id, unique_code, is_aggregated, aggregated_at FROM products "
+            "WHERE batch_id = ANY(CAST(:ids AS int[])) ORDER BY id"
+        ),
+        {"ids": list(batch_ids)},
+    )
+    for batch_id, id_, code, aggregated, aggregated_at in rows.all():
+        products[batch_id].append(ProductBrief(id_, code, aggregated, aggregated_at))
+    return products
 
 
 def event_data(batch: BatchOut | BatchListItem) -> dict[str, Any]:
@@ -213,20 +275,7 @@ async def load_batches(session: AsyncSession, ids: Sequence[int]) -> list[BatchO
     if not ids:
         return []
     pairs = (await session.execute(_batch_select().where(Batch.id.in_(ids)))).all()
-    products: dict[int, list[ProductBrief]] = {batch_id: [] for batch_id in ids}
-    rows = await session.execute(
-        select(
-            Product.batch_id,
-            Product.id,
-            Product.unique_code,
-            Product.is_aggregated,
-            Product.aggregated_at,
-        )
-        .where(Product.batch_id.in_(ids))
-        .order_by(Product.id)
-    )
-    for batch_id, id_, code, aggregated, aggregated_at in rows.all():
-        products[batch_id].append(ProductBrief(id_, code, aggregated, aggregated_at))
+    products = await _products_of(session, ids)
     by_id = {
         batch.id: BatchOut(**_common(batch, wc), products=products[batch.id]) for batch, wc in pairs
     }
@@ -348,8 +397,8 @@ async def update_batch(session: AsyncSession, batch_id: int, item: BatchFields) 
                 )
             ).scalar_one_or_none()
             wc_name = existing or (current.name if current else fields["work_center_identifier"])
-        ids = await upsert_work_centers(session, {fields["work_center_identifier"]: wc_name})
-        batch.work_center_id = ids[fields["work_center_identifier"]]
+        centers = await upsert_work_centers(session, {fields["work_center_identifier"]: wc_name})
+        batch.work_center_id = centers[fields["work_center_identifier"]].id
     elif "work_center_name" in fields:
         await session.execute(
             update(WorkCenter)

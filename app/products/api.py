@@ -14,10 +14,10 @@ from app.idempotency import IdempotentOperation, request_session
 from app.products import service
 from app.products.schemas import (
     MAX_BULK_PRODUCTS,
+    BatchProductPage,
     BulkProductsResult,
     ProductInput,
     ProductOut,
-    ProductPage,
 )
 from app.schemas import Limit, Offset, Page, PositiveId, TextFilter
 
@@ -99,7 +99,7 @@ class ProductController(Controller):
         is_aggregated: FromQuery[bool | None] = None,
         offset: Offset = 0,
         limit: Limit = 20,
-    ) -> ProductPage:
+    ) -> BatchProductPage:
         await service.require_batch(db, batch_id)
         items, total = await service.list_products(
             db,
@@ -109,7 +109,7 @@ class ProductController(Controller):
             offset=offset,
             limit=limit,
         )
-        return ProductPage(
+        return BatchProductPage(
             items=items,
             total=total,
             offset=offset,

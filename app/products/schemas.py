@@ -85,7 +85,7 @@ class BulkProductsResult(msgspec.Struct):
     skipped: list[SkippedProduct]
 
 
-class ProductPage(msgspec.Struct):
+class BatchProductPage(msgspec.Struct):
     """GET /products/by-batch/{batch_id}: a page of one batch's products."""
 
     items: list[ProductOut]

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response, Router, get, head
+from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from sqlalchemy import text
@@ -124,5 +125,6 @@ _swagger = swagger_ui("/docs")
 
 @get("/docs", include_in_schema=False, media_type=MediaType.HTML)
 async def docs(request: Request[Any, Any, Any]) -> bytes:
-    schema = request.app.openapi_schema.to_schema()
+    # The served document (app/openapi.py's corrections included), as /schema/openapi.json.
+    schema = request.app.plugins.get(OpenAPIPlugin).provide_openapi_schema()
     return _swagger.render(request, schema)

@@ -19,9 +19,10 @@ class TaskOut(msgspec.Struct):
     kind: str
     status: str
     progress: TaskProgress
-    # Any JSON, null until the task finishes (`Any | None` would document an ambiguous oneOf).
-    result: Any
-    error: Any
+    # JSON objects, null until the task finishes (or while it has not failed). Typed as
+    # objects, not `Any`: `Any | None` would document a oneOf in which null matches twice.
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None

@@ -12,13 +12,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from sqlalchemy import Select, any_, delete, func, insert, literal, select, text, update
+from sqlalchemy import Select, any_, delete, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
 from app.errors import BusinessRuleViolation, Conflict, InputInvalid, Loc, NotFound
 from app.models import OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookSubscription
-from app.outbox import TOPIC_TASK, actor_message
+from app.webhooks.delivery import enqueue_deliveries
 from app.webhooks.schemas import (
     PING_EVENT,
     AttemptOut,
@@ -34,7 +34,6 @@ from app.webhooks.ssrf import refusal_reason
 
 T = TypeVar("T")
 
-DELIVER_ACTOR = "deliver_webhook"
 # The sweep leaves deliveries that only just fell due to the delayed message already on its way.
 SWEEP_GRACE_SECONDS = 30
 SWEEP_BATCH = 1000
@@ -275,22 +274,6 @@ async def list_deliveries(
     return DeliveryList(items=await _with_attempts(session, deliveries), total=total)
 
 
-async def _enqueue_deliveries(session: AsyncSession, delivery_ids: Sequence[int]) -> None:
-    """deliver_webhook messages through the outbox: published only if this transaction commits."""
-    if delivery_ids:
-        await session.execute(
-            insert(OutboxMessage),
-            [
-                {
-                    "topic": TOPIC_TASK,
-                    "event_type": DELIVER_ACTOR,
-                    "payload": actor_message(DELIVER_ACTOR, [delivery_id]),
-                }
-                for delivery_id in delivery_ids
-            ],
-        )
-
-
 async def redeliver(session: AsyncSession, webhook_id: int, delivery_id: int) -> DeliveryOut:
     """Send a finished delivery again now: one new attempt, receivers dedupe by webhook-id.
 
@@ -321,7 +304,7 @@ async def redeliver(session: AsyncSession, webhook_id: int, delivery_id: int) ->
         )
     delivery.status = "pending"
     delivery.next_attempt_at = func.now()
-    await _enqueue_deliveries(session, [delivery.id])
+    await enqueue_deliveries(session, [delivery.id])
     await session.flush()
     await session.refresh(delivery)
     return (await _with_attempts(session, [delivery]))[0]
@@ -347,7 +330,7 @@ async def send_test(session: AsyncSession, webhook_id: int) -> DeliveryOut:
     )
     session.add(delivery)
     await session.flush()
-    await _enqueue_deliveries(session, [delivery.id])
+    await enqueue_deliveries(session, [delivery.id])
     await session.refresh(delivery)
     return delivery_out(delivery, [])
 
@@ -375,14 +358,15 @@ _FAN_OUT = text(
 async def fan_out(session: AsyncSession, events: list[OutboxMessage]) -> None:
     """One delivery per (committed event, matching active subscription), set-based.
 
-    Runs in the relay's transaction; the deliver_webhook messages go through the outbox and
-    are published on the relay's next round, after this commit (its NOTIFY wakes it at once).
+    Runs in the relay's transaction; the deliver_webhook messages (BATCH_SIZE deliveries
+    each) go through the outbox and are published on the relay's next round, after this
+    commit (its NOTIFY wakes it at once).
     """
     if not events:
         return
     payloads = msgspec.json.encode([event.payload for event in events]).decode()
     ids = (await session.execute(_FAN_OUT, {"events": payloads})).scalars().all()
-    await _enqueue_deliveries(session, ids)
+    await enqueue_deliveries(session, ids)
 
 
 async def requeue_due_deliveries(session: AsyncSession) -> list[int]:
@@ -414,5 +398,5 @@ async def requeue_due_deliveries(session: AsyncSession) -> list[int]:
             )
         ).scalars()
     )
-    await _enqueue_deliveries(session, ids)
+    await enqueue_deliveries(session, ids)
     return ids

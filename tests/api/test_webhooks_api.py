@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from app.config import get_settings
 from app.db import transaction
 from app.models import OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookSubscription
-from tests.factories import create_batch
+from app.webhooks.delivery import BATCH_SIZE
+from tests.factories import create_batch, shift_task_en
 
 WEBHOOKS = "/api/v1/webhooks"
 
@@ -373,6 +374,30 @@ async def test_fan_out_matches_active_subscriptions(client):
         assert row.payload["data"]["batch_id"] == batch["id"]
     created = [r for r in rows if r.event_type == "batch_created"]
     assert created[0].event_id == created[1].event_id  # one event, two subscribers
+
+
+async def test_fan_out_sends_one_message_per_batch_of_deliveries(client):
+    """A burst of events costs one deliver_webhook message per BATCH_SIZE deliveries."""
+    hook = await create_webhook(client, events=["batch_created"])
+    events = 2 * BATCH_SIZE + 3
+    feed = [shift_task_en(number=7000 + n) for n in range(events)]
+    assert (await client.post("/api/v1/batches", json=feed)).status_code == 201
+    rows = await wait_for_deliveries(events)
+    assert {row.subscription_id for row in rows} == {hook["id"]}
+    async with transaction() as session:
+        messages = (
+            (
+                await session.execute(
+                    select(OutboxMessage.payload)
+                    .where(OutboxMessage.event_type == "deliver_webhook")
+                    .order_by(OutboxMessage.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert [len(m["args"]) for m in messages] == [BATCH_SIZE, BATCH_SIZE, 3]
+    assert sorted(i for m in messages for i in m["args"]) == sorted(row.id for row in rows)
 
 
 @pytest.fixture

@@ -104,4 +104,6 @@ def test_docs_render_every_operation_with_no_request_leaving_the_machine(
     assert 'data-path="/api/v1/batches/{batch_id}/aggregate-async"' in dom
     assert 'data-path="/api/v1/tasks/{task_id}"' in dom
     assert "Ingest shift tasks from 1C" in dom  # an operation summary
+    # The X-API-Key security scheme of the document gives the page its Authorize button.
+    assert 'class="btn authorize' in dom
     assert dom.count('class="opblock-summary-method"') >= 25

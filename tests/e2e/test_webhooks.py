@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import ipaddress
@@ -14,14 +15,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from standardwebhooks.webhooks import Webhook
 
 from app.config import get_settings
 from app.db import transaction
-from app.models import WebhookDelivery
+from app.models import OutboxMessage, WebhookDelivery
 from app.outbox import EVENTS, enqueue_task
-from app.webhooks.delivery import deliver
+from app.webhooks.delivery import (
+    BATCH_SIZE,
+    LEASE_MARGIN_SECONDS,
+    Outcome,
+    claim,
+    deliver,
+    deliver_batch,
+)
 from app.webhooks.ssrf import DeliveryRefused, refusal_reason, resolve_public_address
 from tests.conftest import wait_for_task
 from tests.factories import add_codes, create_batch, shift_task_en
@@ -377,3 +385,124 @@ async def test_unresolvable_host_is_retried_not_refused(client):
         "HostUnresolved: cannot resolve host 'no-such-host.invalid'"
     )
     assert delivery["next_attempt_at"] is not None
+
+
+# --- batches: one claim, concurrent sends, one record ----------------------------------------
+
+
+async def delivery_rows(ids: list[int]) -> dict[int, WebhookDelivery]:
+    async with transaction() as session:
+        rows = await session.execute(select(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+        return {row.id: row for row in rows.scalars()}
+
+
+async def test_a_batch_records_each_outcome(client, receiver):
+    """One receiver fails, another succeeds, a third webhook is inactive: each delivery of
+    the one batch gets its own attempt row, status, streak and planned retry."""
+    receiver.script("/fails", *[Reply(500, body=b"down")] * 2)
+    ok = await subscribe(client, receiver.url("/ok"))
+    failing = await subscribe(client, receiver.url("/fails"), retry_count=2)
+    off = await subscribe(client, receiver.url("/off"))
+    sent_ok = [await add_pending_delivery(ok["id"]) for _ in range(3)]
+    sent_failing = [await add_pending_delivery(failing["id"]) for _ in range(2)]
+    inactive = await add_pending_delivery(off["id"])
+    await client.patch(f"{WEBHOOKS}/{off['id']}", json={"is_active": False})
+    ids = [*sent_ok, *sent_failing, inactive]
+    assert len(ids) <= BATCH_SIZE
+
+    outcomes = await deliver_batch(ids)
+
+    assert {i: outcomes[i].status for i in ids} == {
+        **dict.fromkeys(sent_ok, "success"),
+        **dict.fromkeys(sent_failing, "pending"),
+        inactive: "skipped",
+    }
+    assert all(outcomes[i].retry_in is not None for i in sent_failing)
+    assert len(receiver.requests("/ok")) == 3
+    assert len(receiver.requests("/fails")) == 2
+    assert receiver.requests("/off") == []
+    rows = await delivery_rows(ids)
+    for delivery_id in sent_ok:
+        assert (rows[delivery_id].attempts, rows[delivery_id].response_status) == (1, 200)
+        assert rows[delivery_id].next_attempt_at is None
+    for delivery_id in sent_failing:
+        row = rows[delivery_id]
+        assert (row.status, row.attempts, row.error_message) == ("pending", 1, "HTTP 500")
+        assert row.next_attempt_at is not None
+    assert rows[inactive].status == "failed"
+    assert rows[inactive].error_message == f"Not sent: webhook {off['id']} is inactive"
+    logs = {d["id"]: d["attempt_log"] for d in await deliveries(client, failing["id"])}
+    for delivery_id in sent_failing:
+        [attempt] = logs[delivery_id]
+        assert (attempt["status"], attempt["response_body"]) == ("failed", "down")
+    states = {h["id"]: h for h in (await client.get(WEBHOOKS)).json()["items"]}
+    assert states[failing["id"]]["failure_streak"] == 2
+    assert states[ok["id"]]["failure_streak"] == 0
+    # The retries are delayed messages queued with the record (published by the relay).
+    async with transaction() as session:
+        messages = (
+            (
+                await session.execute(
+                    select(OutboxMessage.payload).where(
+                        OutboxMessage.event_type == "deliver_webhook"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    retried = sorted(i for payload in messages for i in payload["args"])
+    assert retried == sorted(sent_failing)
+    assert all(payload["eta_ms"] > time.time() * 1000 for payload in messages)
+
+
+async def test_the_lease_covers_the_batch_and_expires_for_a_dead_worker(client, receiver):
+    """A worker killed mid-batch claimed the rows and recorded nothing: no other worker sends
+    them while the lease (the batch's slowest timeout + margin) runs; afterwards they go."""
+    quick = await subscribe(client, receiver.url("/quick"), timeout=1)
+    slow = await subscribe(client, receiver.url("/slowhost"), timeout=20)
+    ids = [await add_pending_delivery(quick["id"]), await add_pending_delivery(slow["id"])]
+
+    assert len(await claim(ids)) == 2  # the dead worker's claim
+    async with transaction() as session:
+        leases = (
+            await session.execute(
+                select(WebhookDelivery.next_attempt_at - func.now()).where(
+                    WebhookDelivery.id.in_(ids)
+                )
+            )
+        ).scalars()
+        assert all(lease.total_seconds() > 20 + LEASE_MARGIN_SECONDS - 5 for lease in leases)
+    assert set((await deliver_batch(ids)).values()) == {Outcome("skipped")}
+    assert receiver.requests() == []
+
+    # Time passes beyond the lease (the retry sweep then queues them again).
+    async with transaction() as session:
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(ids))
+            .values(next_attempt_at=func.now() - dt.timedelta(seconds=1))
+        )
+    outcomes = await deliver_batch(ids)
+    assert [outcomes[i].status for i in ids] == ["success", "success"]
+    assert len(receiver.requests("/quick")) == len(receiver.requests("/slowhost")) == 1
+    rows = await delivery_rows(ids)
+    assert [rows[i].attempts for i in ids] == [1, 1]
+
+
+async def test_overlapping_batches_send_each_delivery_once(client, receiver):
+    """Duplicate and overlapping messages (two replicas): the claim lets one attempt through."""
+    receiver.script("/shared", *[Reply(200, delay=0.2)] * 12)
+    hook = await subscribe(client, receiver.url("/shared"))
+    ids = [await add_pending_delivery(hook["id"]) for _ in range(12)]
+    results = await asyncio.gather(
+        deliver_batch(ids), deliver_batch(ids[::-1]), deliver_batch(ids[4:])
+    )
+    for delivery_id in ids:
+        statuses = sorted(
+            outcomes[delivery_id].status for outcomes in results if delivery_id in outcomes
+        )
+        assert statuses.count("success") == 1, (delivery_id, statuses)
+        assert set(statuses) <= {"success", "skipped"}
+    received = receiver.requests("/shared")
+    assert len(received) == len({r.header("webhook-id") for r in received}) == 12

@@ -1,4 +1,5 @@
-"""deliver_webhook (one delivery attempt) and retry_failed_webhooks (the 15-minute sweep)."""
+"""deliver_webhook (the due attempts of a batch of deliveries) and retry_failed_webhooks (the
+15-minute sweep)."""
 
 from __future__ import annotations
 
@@ -10,28 +11,19 @@ from app.broker import broker
 from app.db import transaction
 from app.tasks.context import TaskContext
 from app.tasks.kinds import TASK_QUEUES
-from app.webhooks.delivery import deliver
+from app.webhooks.delivery import deliver_batch
 from app.webhooks.service import SWEEP_BATCH, requeue_due_deliveries
 from workers.task_actor import is_retryable, task_actor
 
-# Longest request (timeout <= 60 s) plus DNS and the two short transactions.
+# Longest request (timeout <= 60 s; a batch's requests run concurrently) plus DNS and the
+# short transactions.
 DELIVER_TIME_LIMIT_MS = 2 * 60 * 1000
 MAX_TRANSIENT_RETRIES = 5
 
 
-class ScheduledRetry(dramatiq.Retry):
-    """The attempt failed and the delivery row has its next_attempt_at: come back then."""
-
-    def __init__(self, delivery_id: int, delay_s: float) -> None:
-        super().__init__(
-            f"delivery {delivery_id} retries in {delay_s:.1f} s", delay=int(delay_s * 1000)
-        )
-
-
 def _retry_when(retries: int, exc: BaseException) -> bool:
-    if isinstance(exc, ScheduledRetry):
-        return True  # bounded by the subscription's retry_count, not by dramatiq's counter
-    # Database briefly unavailable: the row is unchanged (or leased), so trying again is safe.
+    # Database briefly unavailable: the rows are unchanged (or leased), so trying again is safe.
+    # Planned retries are not dramatiq's: they are delayed messages the record queues.
     return is_retryable(exc) and retries < MAX_TRANSIENT_RETRIES
 
 
@@ -45,11 +37,9 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
     max_backoff=60 * 1000,
     retry_when=_retry_when,
 )
-async def deliver_webhook(delivery_id: int) -> None:
-    """Make the due attempt of one delivery; a planned retry re-queues this message delayed."""
-    outcome = await deliver(delivery_id)
-    if outcome.retry_in is not None:
-        raise ScheduledRetry(delivery_id, outcome.retry_in)
+async def deliver_webhook(*delivery_ids: int) -> None:
+    """Make the due attempts of these deliveries; the record queues their planned retries."""
+    await deliver_batch(delivery_ids)
 
 
 @task_actor("retry_failed_webhooks", time_limit_s=5 * 60)
