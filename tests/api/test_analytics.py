@@ -520,15 +520,24 @@ async def test_log_rows_a_reader_had_not_read_are_never_pruned_silently(client):
     await asyncio.to_thread(client.blocking_portal.call, listener.prune)
     assert (await client.get(url)).headers["x-cache"] == "HIT"
 
-    # Another process pruning past this reader's snapshot: it cannot know what it missed.
+    # A write whose log row another process prunes before this one read it: whatever it
+    # cached may be stale, so it forgets everything.
+    batch_id = int(url.rsplit("/", 1)[1])
     psql = await connection_of_its_own()
     try:
-        ahead = await psql.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
-        await psql.execute(PRUNE, ahead)
-        assert (await client.get(url)).headers["x-cache"] == "MISS"
+        await psql.execute("UPDATE batches SET team = 'Unseen' WHERE id = $1", batch_id)
+        past_it = await psql.fetchval(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+        )
+        await psql.execute(PRUNE, past_it)
+        fresh = await client.get(url)
+        assert fresh.headers["x-cache"] == "MISS"
+        assert fresh.json()["team"] == "Unseen"
         assert (await client.get(url)).headers["x-cache"] == "HIT"
-        await psql.execute("TRUNCATE cache_changes")  # the log emptied by hand: the same
-        assert (await client.get(url)).headers["x-cache"] == "MISS"
+        # The log emptied by hand after a write: the same.
+        await psql.execute("UPDATE batches SET team = 'Truncated' WHERE id = $1", batch_id)
+        await psql.execute("TRUNCATE cache_changes")
+        assert (await client.get(url)).json()["team"] == "Truncated"
     finally:
         await psql.close()
 
