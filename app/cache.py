@@ -1,19 +1,23 @@
-"""In-process read cache with TTLs, kept correct by PostgreSQL LISTEN/NOTIFY.
+"""In-process read cache with TTLs, kept correct by a change log in PostgreSQL.
 
 * Each entry carries tags naming the rows it was computed from: ("batches", "7"),
   ("products", "7") (the products of batch 7), ("work_centers", "2"), or a whole table
   ("batches", None).
-* Statement-level triggers (migration 0002) NOTIFY `cache_invalidation` with the table
-  and the keys a statement changed. Every api process LISTENs on a dedicated connection
-  and drops the entries those keys name, whoever wrote: an api replica, a worker, an
-  import, a migration or an operator's psql.
+* Statement-level triggers (migration 0006) append to `cache_changes` the writing
+  transaction's id, the table and the keys a statement changed, whoever wrote: an api
+  replica, a worker, an import, a migration or an operator's psql. Unlike a NOTIFY per
+  statement (0002, which serialised every committing writer on one lock), appending rows
+  lets concurrent transactions commit together.
 * Read-after-write, in this process and across replicas: before a hit is served the
-  listener makes one round trip, a NOTIFY on its own private channel, and waits for it
-  to come back. PostgreSQL hands notifications out in commit order, so once the token is
-  back every change committed before the request arrived has been applied (a write made
-  through this process included). Hits arriving together share one round trip.
-* No listener, no cache: until LISTEN is in place, and from the moment its connection
-  is lost until it is back, the cache is empty and every read is computed.
+  reader makes one round trip on its dedicated connection: the log rows of the
+  transactions that committed since its previous snapshot (not visible in it, visible
+  now), and a new snapshot. Commit order, not id order, is what counts, and snapshots
+  say exactly which transactions had committed. Once it is back, every change committed
+  before the request arrived has been applied (a write made through this process
+  included). Hits arriving together share one round trip; a ping every few seconds keeps
+  the snapshot recent and prunes the log.
+* No reader, no cache: until its connection is up, and from the moment it is lost until
+  it is back, the cache is empty and every read is computed.
 
 `X-Cache: HIT | MISS | BYPASS` on a response says which path a cached endpoint took.
 """
@@ -24,8 +28,8 @@ import asyncio
 import contextlib
 import contextvars
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -33,12 +37,62 @@ import asyncpg
 import structlog
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
 
 log = structlog.get_logger(__name__)
 
-CHANNEL = "cache_invalidation"  # the channel migration 0002's triggers notify
+# What committed since `$1` (the previous pg_current_snapshot()): transactions that had
+# not started then (xid >= its xmax) or were in progress (its xip), and have committed now
+# (their rows are visible to this statement). Both conditions use the primary key's xid.
+_CHANGES_SINCE = """
+SELECT pg_current_snapshot()::text,
+       ARRAY(SELECT DISTINCT table_name || coalesce(':' || array_to_string(keys, ','), '')
+               FROM cache_changes
+              WHERE xid >= pg_snapshot_xmax($1::text::pg_snapshot)::text::bigint
+                 OR xid = ANY(ARRAY(SELECT x::text::bigint
+                                      FROM pg_snapshot_xip($1::text::pg_snapshot) AS x)))
+"""
+# Rows below $1 are deleted; the '*' row tells every reader which ones, in the same commit.
+PRUNE = """
+WITH pruned AS (DELETE FROM cache_changes WHERE xid < $1::bigint)
+INSERT INTO cache_changes (xid, table_name, keys)
+VALUES (pg_current_xact_id()::text::bigint, '*', ARRAY[$1::bigint::text])
+"""
+EVERYTHING = "*"  # the table name of a log row that says "forget everything"
+# Whether a change to one of :tables committed that :snapshot (a pg_current_snapshot())
+# does not show: a row of such a transaction, a TRUNCATE of the log since, or rows pruned
+# that it had not seen.
+_CHANGED_SINCE = """
+WITH s AS (SELECT CAST(CAST(:snapshot AS text) AS pg_snapshot) AS snapshot)
+SELECT EXISTS (
+           SELECT FROM cache_changes, s
+            WHERE (xid >= pg_snapshot_xmax(s.snapshot)::text::bigint
+                   OR xid = ANY(ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.snapshot) x)))
+              AND (table_name = ANY(CAST(:tables AS text[]))
+                   OR (table_name = '*' AND keys IS NULL)))
+    OR EXISTS (
+           SELECT FROM cache_changes, s
+            WHERE table_name = '*'
+              AND keys[1]::bigint > pg_snapshot_xmin(s.snapshot)::text::bigint)
+"""
+
+
+async def current_snapshot(session: AsyncSession) -> str:
+    """pg_current_snapshot() in `session`: what `changed_since` later compares with."""
+    return str((await session.execute(text("SELECT pg_current_snapshot()::text"))).scalar_one())
+
+
+async def changed_since(session: AsyncSession, tables: Sequence[str], snapshot: str) -> bool:
+    """Whether any of `tables` changed in a way `snapshot` (from `current_snapshot`) did not
+    show, whoever wrote: exact, from the change log, and independent of any clock."""
+    changed = await session.execute(
+        text(_CHANGED_SINCE), {"snapshot": snapshot, "tables": list(tables)}
+    )
+    return bool(changed.scalar_one())
+
 
 DASHBOARD_TTL = 300.0
 LIST_TTL = 60.0
@@ -120,10 +174,6 @@ class ReadCache:
         # Bumped on attach/detach: a value computed across one of them is never stored.
         self._generation = 0
         self._weight = 0
-        # Wall-clock time of the last change seen per table, and of the (re)subscription:
-        # what a snapshot computed elsewhere is checked against (unchanged_since).
-        self._changed_at: dict[str, float] = {}
-        self._attached_at = float("inf")
         self.hits = self.misses = self.bypasses = 0
 
     @property
@@ -148,16 +198,18 @@ class ReadCache:
             self.bypasses += 1
             _note("BYPASS")
             return await compute()
-        if self._live(key) is not None:
-            if not await listener.barrier():  # the listener just failed: the cache is off
-                self.bypasses += 1
-                _note("BYPASS")
-                return await compute()
-            entry = self._live(key)  # the barrier may have applied invalidations
-            if entry is not None:
-                self.hits += 1
-                _note("HIT")
-                return entry.value
+        # Changes committed until now are applied first: to a hit, so it is not stale, and
+        # to a miss too, or the value stored below would be dropped by the next round trip
+        # for changes it already includes.
+        if not await listener.barrier():  # the reader just failed: the cache is off
+            self.bypasses += 1
+            _note("BYPASS")
+            return await compute()
+        entry = self._live(key)
+        if entry is not None:
+            self.hits += 1
+            _note("HIT")
+            return entry.value
         self.misses += 1
         _note("MISS")
         generation, watch = self._generation, _Watch()
@@ -178,7 +230,6 @@ class ReadCache:
     def invalidate(self, table: str, keys: Iterable[str] | None = None) -> None:
         """Drop what depends on `keys` of `table` (None: on anything in it)."""
         changed = None if keys is None else frozenset(keys)
-        self._changed_at[table] = time.time()
         for watch in self._watches:
             watch.changed.append((table, changed))
         index = self._by_tag.get(table)
@@ -197,29 +248,15 @@ class ReadCache:
         self._generation += 1
 
     def attach(self, listener: CacheListener) -> None:
-        """LISTEN is in place: start caching from empty."""
+        """The change log is being read: start caching from empty."""
         self.clear()
         self._listener = listener
-        self._attached_at = time.time()
 
     def detach(self, listener: CacheListener) -> None:
         """Invalidations may be missed from now on: forget everything and bypass."""
         if self._listener is listener:
             self._listener = None
             self.clear()
-
-    async def unchanged_since(self, tables: Iterable[str], moment: float) -> bool:
-        """True only if no change to `tables` committed at or after `moment` (wall clock).
-
-        Without a healthy listener, or for a moment before we started listening, nothing
-        can be vouched for: False.
-        """
-        listener = self._listener
-        if listener is None or not await listener.barrier():
-            return False
-        if moment <= self._attached_at:
-            return False
-        return all(self._changed_at.get(table, 0.0) < moment for table in tables)
 
     def _live(self, key: Hashable) -> _Entry | None:
         entry = self._entries.get(key)
@@ -263,23 +300,32 @@ def _note(status: str) -> None:
 
 
 class CacheListener:
-    """The dedicated LISTEN connection of one api process, reconnecting with backoff."""
+    """The dedicated change-log connection of one api process, reconnecting with backoff.
 
-    PING_SECONDS = 10.0
+    (A listener in name: it used to LISTEN for NOTIFYs; it now reads `cache_changes`.)
+    """
+
+    PING_SECONDS = 5.0
     ROUND_TRIP_TIMEOUT = 5.0
     CONNECT_TIMEOUT = 10.0
+    # Log rows older than this are pruned (any reader polls every PING_SECONDS, so it has
+    # read them long before); a reader whose snapshot is older forgets everything.
+    KEEP_SECONDS = 60.0
 
     def __init__(self, cache: ReadCache, dsn: str | None = None) -> None:
         self.cache = cache
         self._dsn = dsn or get_settings().sync_database_url
-        self._sync_channel = f"cache_sync_{uuid.uuid4().hex}"
         self._connection: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
         self._rounds_started = 0
         self._rounds_completed = 0
-        self._tokens: dict[str, asyncio.Future[None]] = {}
+        self._snapshot = ""  # pg_current_snapshot() as of the last round trip
+        self._xmin = 0  # its xmin: every transaction below it had finished
+        # (monotonic time, xmin) of past snapshots, oldest first: where pruning may stop.
+        self._horizons: deque[tuple[float, int]] = deque()
+        self._pruned_below = 0
 
     @property
     def connected(self) -> bool:
@@ -293,7 +339,7 @@ class CacheListener:
                 backoff = 0.5
                 await self._watch()
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("cache listener unavailable; reads bypass the cache", error=repr(exc))
+                log.warning("cache change log unavailable; reads bypass the cache", error=repr(exc))
             finally:
                 await self._unsubscribe()
             if not self._stopping.is_set():
@@ -310,7 +356,7 @@ class CacheListener:
         self.cache.detach(self)
 
     async def barrier(self) -> bool:
-        """True once every notification committed before this call has been applied."""
+        """True once every change committed before this call has been applied."""
         ticket = self._rounds_started + 1  # any round that starts from now on will do
         async with self._lock:
             if self._rounds_completed >= ticket:
@@ -319,20 +365,56 @@ class CacheListener:
             if connection is None or self._lost.is_set():
                 return False
             self._rounds_started += 1
-            token = str(self._rounds_started)
-            arrived = asyncio.get_running_loop().create_future()
-            self._tokens[token] = arrived
+            round_ = self._rounds_started
             try:
                 async with asyncio.timeout(self.ROUND_TRIP_TIMEOUT):
-                    await connection.execute("SELECT pg_notify($1, $2)", self._sync_channel, token)
-                    await arrived
+                    row = await connection.fetchrow(_CHANGES_SINCE, self._snapshot)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                self._tokens.pop(token, None)
-                log.warning("cache listener round trip failed", error=repr(exc))
+                log.warning("cache change log round trip failed", error=repr(exc))
                 self.lose()
                 return False
-            self._rounds_completed = int(token)
+            assert row is not None
+            self._apply(row[1])
+            self._advance(row[0])
+            self._rounds_completed = round_
             return True
+
+    async def prune(self) -> None:
+        """Delete the log rows every reader has had KEEP_SECONDS to read."""
+        cutoff = time.monotonic() - self.KEEP_SECONDS
+        below = 0
+        while self._horizons and self._horizons[0][0] <= cutoff:
+            below = self._horizons.popleft()[1]
+        if below <= self._pruned_below:
+            return
+        async with self._lock:
+            connection = self._connection
+            if connection is None or self._lost.is_set():
+                return
+            try:
+                async with asyncio.timeout(self.ROUND_TRIP_TIMEOUT):
+                    await connection.execute(PRUNE, below)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("cache change log prune failed", error=repr(exc))
+                self.lose()
+                return
+            self._pruned_below = below
+
+    def _apply(self, changes: list[str]) -> None:
+        for change in changes:
+            table, _, keys = change.partition(":")
+            if table != EVERYTHING:
+                self.cache.invalidate(table, keys.split(",") if keys else None)
+            elif not keys or int(keys) > self._xmin:
+                # The log was truncated, or pruned of rows this reader had not read yet.
+                self.cache.clear()
+
+    def _advance(self, snapshot: str) -> None:
+        self._snapshot = snapshot
+        self._xmin = int(snapshot.partition(":")[0])
+        now = time.monotonic()
+        if not self._horizons or self._horizons[-1][0] <= now - 1.0:
+            self._horizons.append((now, self._xmin))
 
     async def _subscribe(self) -> None:
         self._lost.clear()
@@ -343,38 +425,27 @@ class CacheListener:
         )
         self._connection = connection
         connection.add_termination_listener(lambda _connection: self.lose())
-        await connection.add_listener(CHANNEL, self._on_invalidation)
-        await connection.add_listener(self._sync_channel, self._on_sync)
+        # The cache starts empty, so only what commits after this snapshot matters.
+        self._advance(await connection.fetchval("SELECT pg_current_snapshot()::text"))
         self.cache.attach(self)
-        log.info("cache listening for invalidations", channel=CHANNEL)
+        log.info("cache reading the change log", table="cache_changes")
 
     async def _watch(self) -> None:
         """Until the connection is lost or we stop; a silent half-open link shows at a ping."""
         while not self._stopping.is_set() and not self._lost.is_set():
             await _wait(self._lost, self.PING_SECONDS)
-            if not self._lost.is_set() and not await self.barrier():
+            if self._lost.is_set() or not await self.barrier():
                 return
+            await self.prune()
 
     async def _unsubscribe(self) -> None:
         self.lose()
-        for arrived in self._tokens.values():
-            arrived.cancel()
-        self._tokens.clear()
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed():
             try:
                 await asyncio.wait_for(connection.close(), timeout=2)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 connection.terminate()
-
-    def _on_invalidation(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
-        table, _, keys = payload.partition(":")
-        self.cache.invalidate(table, keys.split(",") if keys else None)
-
-    def _on_sync(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
-        arrived = self._tokens.pop(payload, None)
-        if arrived is not None and not arrived.done():
-            arrived.set_result(None)
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:

@@ -12,13 +12,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event, exc
+from sqlalchemy import event, exc, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 from app.config import get_settings
 
@@ -70,6 +71,34 @@ async def transaction() -> AsyncIterator[AsyncSession]:
     """A session inside one transaction: committed on success, rolled back on error."""
     async with get_sessionmaker()() as session, session.begin():
         yield session
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection of `session`, inside its transaction (begun for real)."""
+    driver: asyncpg.Connection | None = (
+        await (await session.connection()).get_raw_connection()
+    ).driver_connection
+    assert driver is not None
+    if not driver.is_in_transaction():
+        await session.execute(text("SELECT"))  # SQLAlchemy sends BEGIN with a first statement
+    return driver
+
+
+@asynccontextmanager
+async def statement_connection() -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's asyncpg connection, outside any transaction: each statement
+    commits by itself.
+
+    For a request that is one statement (a single product): a session's bookkeeping (the
+    Session, its transaction object, connection events) costs more CPU than the statement.
+    """
+    fairy = await get_engine().raw_connection()
+    try:
+        driver: asyncpg.Connection = fairy.driver_connection
+        yield driver
+    finally:
+        # Back to the pool in a greenlet: the pool's reset may have to await the driver.
+        await greenlet_spawn(fairy.close)
 
 
 async def dispose_engine() -> None:

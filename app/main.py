@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -63,9 +64,15 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     cache_listener = CacheListener(read_cache)
     app.state.cache_listener = cache_listener
     cache_task = asyncio.create_task(cache_listener.run(), name="cache-listener")
+    # What start-up built (routes, schemas, models, the OpenAPI document: ~150,000 objects)
+    # lives as long as the app: kept out of the cyclic collector, a full collection no
+    # longer walks it (tens of ms, requests waiting) every so often under load.
+    gc.collect()
+    gc.freeze()
     try:
         yield
     finally:
+        gc.unfreeze()  # collectable again once this app is gone (tests start many)
         await cache_listener.stop()
         cache_task.cancel()
         await asyncio.gather(cache_task, return_exceptions=True)

@@ -261,6 +261,28 @@ class StatisticsSnapshot(Base):
     data: Mapped[Any] = mapped_column(JSONB)
     computed_at: Mapped[dt.datetime] = mapped_column(TZDateTime, server_default=func.now())
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    # pg_current_snapshot() before the computation read anything: a change by a
+    # transaction it does not show (cache_changes) may be missing from the data.
+    source_snapshot: Mapped[str | None] = mapped_column(Text)
+
+
+class CacheChange(Base):
+    """One statement's change to a table the read cache depends on (migration 0006).
+
+    Written by triggers on every cached table, whoever writes; read by each api process's
+    cache (app/cache.py) before it serves a hit. `xid` is the writing transaction's
+    pg_current_xact_id(), which a reader compares with its last pg_current_snapshot() to
+    find exactly the changes committed since; `keys` are the keys changed (NULL: the whole
+    table). `table_name` '*' marks a TRUNCATE of this log or rows pruned below `keys[1]`.
+    """
+
+    __tablename__ = "cache_changes"
+
+    # The primary key leads with xid: the one index a reader's lookup by xid needs.
+    xid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    table_name: Mapped[str] = mapped_column(Text)
+    keys: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
 
 class SchedulerRun(Base):

@@ -38,7 +38,7 @@ class AnalyticsController(Controller):
     async def dashboard(self, db: Db) -> Dashboard:
         return await read_cache.get_or_compute(
             ("dashboard",),
-            lambda: jobs.dashboard(db, read_cache.unchanged_since),
+            lambda: jobs.dashboard(db),
             ttl=service.snapshot_ttl,
             tags=DASHBOARD_TAGS,
         )

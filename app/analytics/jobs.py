@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 from sqlalchemy import func, select
@@ -24,6 +23,7 @@ from app.analytics.service import (
     is_fresh,
     read_snapshot,
 )
+from app.cache import current_snapshot
 from app.db import transaction
 from app.models import StatisticsSnapshot
 
@@ -40,12 +40,15 @@ async def refresh_dashboard(
         await session.execute(select(func.pg_advisory_xact_lock(DASHBOARD_LOCK_KEY)))
         now = dt.datetime.now(dt.UTC)
         if not force:
-            current = await read_snapshot(session)
+            stored = await read_snapshot(session)
+            current = None if stored is None else stored[0]
             recent = not_before is None or (
                 current is not None and current.generated_at >= not_before
             )
             if current is not None and is_fresh(current, now) and recent:
                 return current, None
+        # Taken before the computation reads anything: what it may not include.
+        source = await current_snapshot(session)
         started = time.perf_counter()
         dashboard = await compute_dashboard(session, now)
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
@@ -54,6 +57,7 @@ async def refresh_dashboard(
             "data": msgspec.to_builtins(dashboard),
             "computed_at": now,
             "duration_ms": duration_ms,
+            "source_snapshot": source,
         }
         stmt = pg_insert(StatisticsSnapshot).values(values)
         await session.execute(
@@ -62,14 +66,11 @@ async def refresh_dashboard(
     return dashboard, duration_ms
 
 
-async def dashboard(
-    session: AsyncSession,
-    unchanged_since: Callable[[Sequence[str], float], Awaitable[bool]] | None = None,
-) -> Dashboard:
+async def dashboard(session: AsyncSession) -> Dashboard:
     """The latest snapshot if nothing it summarises changed since; else a new one (refreshed
     in its own transaction, which is why the endpoint's read-through lives with the job)."""
     decided_at = dt.datetime.now(dt.UTC)
-    current = await fresh_snapshot(session, decided_at, unchanged_since)
+    current = await fresh_snapshot(session, decided_at)
     if current is not None:
         return current
     return (await refresh_dashboard(force=False, not_before=decided_at))[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,7 +37,7 @@ from app.analytics.schemas import (
     WorkCenterFigures,
 )
 from app.batches.schemas import WorkCenterRef
-from app.cache import DASHBOARD_TTL
+from app.cache import DASHBOARD_TTL, changed_since
 from app.config import get_settings
 from app.errors import FieldError, InputInvalid, NotFound
 from app.models import Batch, Product, StatisticsSnapshot, WorkCenter
@@ -211,38 +211,38 @@ def snapshot_ttl(dashboard: Dashboard) -> float:
     return max(0.0, min(DASHBOARD_TTL, (stale_at - now).total_seconds()))
 
 
-async def read_snapshot(session: AsyncSession) -> Dashboard | None:
-    data = (
+async def read_snapshot(session: AsyncSession) -> tuple[Dashboard, str | None] | None:
+    """The stored dashboard and the database snapshot it was computed from."""
+    row = (
         await session.execute(
-            select(StatisticsSnapshot.data).where(StatisticsSnapshot.name == DASHBOARD_SNAPSHOT)
+            select(StatisticsSnapshot.data, StatisticsSnapshot.source_snapshot).where(
+                StatisticsSnapshot.name == DASHBOARD_SNAPSHOT
+            )
         )
-    ).scalar_one_or_none()
-    return None if data is None else msgspec.convert(data, Dashboard)
+    ).one_or_none()
+    return None if row is None else (msgspec.convert(row[0], Dashboard), row[1])
 
 
 # The tables the dashboard summarises: a change to any of them outdates a snapshot.
 DASHBOARD_SOURCES = ("batches", "products", "work_centers")
-# Snapshots may be computed on another host: allow for that much clock difference.
-CLOCK_SKEW = dt.timedelta(seconds=1)
 
 
-async def fresh_snapshot(
-    session: AsyncSession,
-    decided_at: dt.datetime,
-    unchanged_since: Callable[[Sequence[str], float], Awaitable[bool]] | None = None,
-) -> Dashboard | None:
+async def fresh_snapshot(session: AsyncSession, decided_at: dt.datetime) -> Dashboard | None:
     """The latest snapshot if nothing it summarises changed since; None when it needs a
     refresh (app/analytics/jobs.py refresh_dashboard, not_before=decided_at).
 
-    `unchanged_since(tables, moment)` answers from this process's change notifications
-    (the read cache's listener); without it a snapshot is trusted for its age only.
+    "Changed since" is exact whoever computed the snapshot and whoever wrote: a change
+    logged by a transaction its source snapshot does not show (app/cache.py).
     """
-    current = await read_snapshot(session)
-    if current is not None and is_fresh(current, decided_at):
-        moment = (current.generated_at - CLOCK_SKEW).timestamp()
-        if unchanged_since is None or await unchanged_since(DASHBOARD_SOURCES, moment):
-            return current
-    return None
+    stored = await read_snapshot(session)
+    if stored is None:
+        return None
+    current, source = stored
+    if not is_fresh(current, decided_at) or source is None:
+        return None
+    if await changed_since(session, DASHBOARD_SOURCES, source):
+        return None
+    return current
 
 
 async def _batch_rows(session: AsyncSession, ids: Sequence[int]) -> dict[int, Any]:

@@ -6,11 +6,13 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import asyncpg
 import msgspec
 from msgspec import UNSET
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import driver_connection
 from app.errors import BusinessRuleViolation, Conflict, InputInvalid, Loc, NotFound
 from app.models import Batch, Product
 from app.products.schemas import (
@@ -166,33 +168,19 @@ _ADD_BY_NUMBER = _ADD_ONE.format(
 )
 
 
-async def add_product(
-    session: AsyncSession, item: ResolvedProduct, *, own_transaction: bool = True
-) -> ProductOut:
+async def add_product(connection: asyncpg.Connection, item: ResolvedProduct) -> ProductOut:
     """Register one code.
 
     The busiest write of the api (one code per request from every client of the
-    specification), hence no ORM: with `own_transaction` (no caller transaction to join)
-    the statement runs on the session's driver connection as its own implicit transaction
-    (no BEGIN/COMMIT round trips); otherwise inside the session's transaction.
+    specification), hence the driver directly: outside a transaction the statement is its
+    own implicit transaction (no BEGIN/COMMIT round trips); inside one (the caller's, under
+    an Idempotency-Key) it joins it.
     """
-    args: tuple[Any, ...]
-    if isinstance(item.batch, int):
-        sql, args = _ADD_BY_ID, (item.unique_code, item.batch)
-    else:
-        sql, args = _ADD_BY_NUMBER, (item.unique_code, *item.batch)
-    driver = (await (await session.connection()).get_raw_connection()).driver_connection
-    assert driver is not None
-    row: Any
-    if own_transaction and not driver.is_in_transaction():
-        row = await driver.fetchrow(sql, *args)
-    else:
-        # SQLAlchemy's text() takes named parameters: $n -> :pn.
-        named = sql
-        for n in range(len(args), 0, -1):
-            named = named.replace(f"${n}", f":p{n}")
-        result = await session.execute(text(named), {f"p{n}": a for n, a in enumerate(args, 1)})
-        row = result.one()
+    row = (
+        await connection.fetchrow(_ADD_BY_ID, item.unique_code, item.batch)
+        if isinstance(item.batch, int)
+        else await connection.fetchrow(_ADD_BY_NUMBER, item.unique_code, *item.batch)
+    )
     assert row is not None
     if row[0] is None:
         raise NotFound(not_found_message(item.batch))
@@ -201,11 +189,9 @@ async def add_product(
     if row[1] is None:
         owner = row[6]
         if owner is None:  # the conflicting insert committed while this statement ran
-            owner = (
-                await session.execute(
-                    select(Product.batch_id).where(Product.unique_code == item.unique_code)
-                )
-            ).scalar_one()
+            owner = await connection.fetchval(
+                "SELECT batch_id FROM products WHERE unique_code = $1", item.unique_code
+            )
         raise Conflict(f"Product {item.unique_code} already exists (batch {owner})")
     return ProductOut(
         id=row[1],
@@ -250,8 +236,7 @@ async def add_products_bulk(
         # parameter processing costs as much as PostgreSQL's insert itself. Only the codes
         # that were not inserted come back, and only when there are some: returning all
         # 100,000 would mean 100,000 result records for the garbage collector.
-        driver = (await (await session.connection()).get_raw_connection()).driver_connection
-        assert driver is not None
+        driver = await driver_connection(session)
         row = await driver.fetchrow(
             """
             WITH inserted AS (

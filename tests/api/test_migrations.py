@@ -24,7 +24,7 @@ def test_models_match_the_migrated_schema():
 
 
 async def test_every_cached_table_has_its_invalidation_triggers():
-    """A table a cached answer depends on NOTIFYs the read cache on every kind of change."""
+    """A table a cached answer depends on logs every kind of change to `cache_changes`."""
     from types import SimpleNamespace
 
     from sqlalchemy import text
@@ -35,11 +35,17 @@ async def test_every_cached_table_has_its_invalidation_triggers():
     batch = SimpleNamespace(id=1, work_center=SimpleNamespace(id=1))
     tables = {table for table, _ in (*DASHBOARD_TAGS, *batch_page_tags([batch]))}
     async with transaction() as session:
-        triggers = set(
-            (await session.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")))
-            .scalars()
-            .all()
+        rows = await session.execute(
+            text(
+                "SELECT t.tgname, pg_get_functiondef(t.tgfoid) FROM pg_trigger t "
+                "WHERE NOT t.tgisinternal"
+            )
         )
+        triggers = {name: definition for name, definition in rows.all()}
     for table in sorted(tables):
         for event in ("insert", "update", "delete", "truncate"):
-            assert f"{table}_cache_{event}" in triggers, f"{table} has no {event} trigger"
+            name = f"{table}_cache_{event}"
+            assert name in triggers, f"{table} has no {event} trigger"
+            assert "INSERT INTO cache_changes" in triggers[name], f"{name} does not log"
+    # Emptying the log by hand must tell the readers too.
+    assert "INSERT INTO cache_changes" in triggers["cache_changes_truncate"]

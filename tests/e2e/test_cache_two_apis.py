@@ -129,8 +129,8 @@ async def test_writes_from_either_side_or_sql_reach_every_cached_view(apis):
         assert (await api.get(views[0])).json()["nomenclature"] == "From psql"
 
 
-async def test_the_cache_is_real_and_only_notifications_keep_it_honest(apis):
-    """A write that escapes the triggers stays invisible until a notified write follows."""
+async def test_the_cache_is_real_and_only_the_change_log_keeps_it_honest(apis):
+    """A write that escapes the triggers stays invisible until a logged write follows."""
     if not await is_superuser():
         pytest.skip("session_replication_role needs a superuser")
     api_a, api_b = apis
@@ -156,8 +156,8 @@ async def test_the_dashboard_follows_each_new_snapshot_in_both_processes(apis):
     await api_a.post("/api/v1/batches", json=[shift_task_en(91, "2024-05-04")])
     url = "/api/v1/analytics/dashboard"
     before = [(await until_hit(api, url)).json() for api in (api_a, api_b)]
-    # Same figures; each may have made its own snapshot (a write within the clock-skew
-    # allowance before a snapshot makes the other process recompute), so not generated_at.
+    # Same figures; each may have made its own snapshot (two first reads at once both find
+    # none to reuse), so not generated_at.
     assert {**before[0], "generated_at": None} == {**before[1], "generated_at": None}
     assert before[0]["summary"]["total_batches"] == 1
 
