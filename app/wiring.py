@@ -6,7 +6,8 @@
   is handled the same whichever process picks it up;
 * a worker process imports ACTOR_MODULES (each declares its actors on the broker), and
   exactly one actor exists per task kind in app.tasks.kinds;
-* the scheduler's jobs are the table in scheduler/jobs.py; each names a task kind.
+* the scheduler's jobs are the table in app/schedule/plan.py (scheduler/ runs it); each
+  names a task kind.
 
 tests/unit/test_wiring.py fails when one of these lists misses something.
 """

@@ -20,9 +20,9 @@ import sys
 from app.config import get_settings
 from app.db import dispose_engine
 from app.logging import configure_logging
+from app.schedule.plan import JOBS, plan
 from app.wiring import outbox_relay
 from scheduler.fire import SCHEDULER_ID, fire
-from scheduler.jobs import JOBS, plan
 from scheduler.runner import serve
 
 

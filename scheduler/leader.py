@@ -15,11 +15,10 @@ import asyncpg
 import structlog
 
 from app.db import connect_lock_holder
+from app.schedule.leader_lock import APPLICATION_PREFIX, LEADER_LOCK_KEY
 
 log = structlog.get_logger("scheduler")
 
-LEADER_LOCK_KEY = 0x50435343  # pg_try_advisory_lock(bigint) key of the scheduler leader
-APPLICATION_PREFIX = "pc-scheduler "  # application_name of the lock holder's connection
 PING_TIMEOUT = 5.0
 
 CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)

@@ -14,8 +14,8 @@ from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from app.config import Settings
+from app.schedule.plan import PlannedJob, plan
 from scheduler.fire import SCHEDULER_ID, fire_within_grace
-from scheduler.jobs import PlannedJob, plan
 from scheduler.leader import CONNECTION_ERRORS, Leadership
 
 log = structlog.get_logger("scheduler")

@@ -8,10 +8,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
+from app.schedule.leader_lock import APPLICATION_PREFIX, LEADER_LOCK_KEY
+from app.schedule.plan import plan
 from app.schedule.schemas import LastRun, Schedule, ScheduledJobOut
 from app.tasks.kinds import TASK_QUEUES
-from scheduler.jobs import plan
-from scheduler.leader import APPLICATION_PREFIX, LEADER_LOCK_KEY
 
 # One probe of the (job_name, fire_time) unique index per job, however long the history.
 LAST_RUNS = text(

@@ -4,8 +4,8 @@ A worker takes `pg_try_advisory_lock(TASK_LOCK_NAMESPACE, task_lock_key(id))` on
 connection before it claims a task and holds it until the task is finished. PostgreSQL drops
 a session lock the moment its connection ends, so "lock free" means "no live owner".
 
-This is the two-int key form; the scheduler's leader lock (scheduler/leader.py) uses the
-one-bigint form, which PostgreSQL keeps in a separate key space (objsubid 1 vs 2), and a
+This is the two-int key form; the scheduler's leader lock (app/schedule/leader_lock.py) uses
+the one-bigint form, which PostgreSQL keeps in a separate key space (objsubid 1 vs 2), and a
 different constant besides. The second int is the first 32 bits of the task's uuid: two
 tasks that share them (about 1 in 4 billion per pair) only make each other wait.
 """

@@ -23,8 +23,8 @@ import pytest
 from sqlalchemy import text
 
 from app.db import transaction
-from scheduler.jobs import SCHEDULE
-from scheduler.leader import APPLICATION_PREFIX, LEADER_LOCK_KEY
+from app.schedule.leader_lock import APPLICATION_PREFIX, LEADER_LOCK_KEY
+from app.schedule.plan import SCHEDULE
 from tests import support
 from tests.conftest import wait_for_task
 from tests.factories import create_batches, shift_task_en

@@ -12,9 +12,9 @@ from app import wiring
 from app.broker import broker
 from app.config import load_settings
 from app.errors import loc_from_msgspec
+from app.schedule.plan import SCHEDULE
 from app.tasks.kinds import QUEUES, TASK_QUEUES
 from app.webhooks.service import fan_out
-from scheduler.jobs import SCHEDULE
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESS_CODE = ("app", "workers", "scheduler", "bench")
@@ -113,10 +113,10 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 def test_no_layer_reaches_up():
-    """workers/ is built on app/, never the reverse (the broker included): the api and the
-    scheduler load no worker code."""
+    """workers/ and scheduler/ are built on app/, never the reverse (the broker, the schedule
+    and the leader lock included): the api loads no worker or scheduler code."""
     for path in (ROOT / "app").rglob("*.py"):
-        upward = {m for m in _imported_modules(path) if m.split(".")[0] == "workers"}
+        upward = {m for m in _imported_modules(path) if m.split(".")[0] in ("workers", "scheduler")}
         assert not upward, f"{path.relative_to(ROOT)} imports {sorted(upward)}"
 
 

@@ -1,5 +1,6 @@
 """The schedule, as one table: job name -> cron expression. Every job only enqueues its actor.
 
+The scheduler process runs it (scheduler/runner.py); the api reports it (GET /schedule).
 Triggers are cron-aligned (never interval-from-start), so every replica computes the same
 fire times, and (job, fire_time) identifies one fire everywhere.
 """
