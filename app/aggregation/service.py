@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+import msgspec
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +23,7 @@ from app.errors import BusinessRuleViolation, NotFound
 from app.models import Batch, Product
 from app.outbox import emit_event
 from app.products.schemas import ProductOut
-from app.products.service import closed_batch_message, product_out
+from app.products.service import closed_batch_message
 
 
 def utc_text(moment: dt.datetime) -> str:
@@ -129,7 +130,7 @@ async def aggregate_one(session: AsyncSession, batch_id: int, code: str) -> Prod
     product = (
         await session.execute(select(Product).where(Product.unique_code == aggregated[0]))
     ).scalar_one()
-    return product_out(product)
+    return msgspec.convert(product, ProductOut, from_attributes=True)
 
 
 async def aggregate_list(

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import Select, and_, func, select, text, update
+from sqlalchemy import Row, Select, and_, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Bundle
 
 from app.batches.schemas import (
     BatchFields,
@@ -234,6 +235,7 @@ async def _products_of(
         ),
         {"ids": list(batch_ids)},
     )
+    # Positional: a batch may hold 100,000 products; about 10 times faster than convert.
     for batch_id, id_, code, aggregated, aggregated_at in rows.all():
         products[batch_id].append(ProductBrief(id_, code, aggregated, aggregated_at))
     return products
@@ -246,39 +248,33 @@ def event_data(batch: BatchOut | BatchListItem) -> dict[str, Any]:
     return data
 
 
-def _batch_select() -> Select[Batch, WorkCenter]:
-    return select(Batch, WorkCenter).join(WorkCenter, Batch.work_center_id == WorkCenter.id)
+def _batch_select() -> Select[*tuple[Any, ...]]:
+    """Rows named as BatchBase's fields, the work center nested as `work_center`: they
+    convert as they are (msgspec.convert(..., from_attributes=True))."""
+    work_center: Bundle[Any] = Bundle(
+        "work_center", WorkCenter.id, WorkCenter.identifier, WorkCenter.name
+    )
+    return select(*Batch.__table__.columns, work_center).join(
+        WorkCenter, Batch.work_center_id == WorkCenter.id
+    )
 
 
-def _common(batch: Batch, wc: WorkCenter) -> dict[str, Any]:
-    return {
-        "id": batch.id,
-        "is_closed": batch.is_closed,
-        "closed_at": batch.closed_at,
-        "task_description": batch.task_description,
-        "work_center": msgspec.convert(wc, WorkCenterRef, from_attributes=True),
-        "shift": batch.shift,
-        "team": batch.team,
-        "batch_number": batch.batch_number,
-        "batch_date": batch.batch_date,
-        "nomenclature": batch.nomenclature,
-        "ekn_code": batch.ekn_code,
-        "shift_start": batch.shift_start,
-        "shift_end": batch.shift_end,
-        "created_at": batch.created_at,
-        "updated_at": batch.updated_at,
-    }
+def _with(row: Row[Any], **extra: Any) -> dict[str, Any]:
+    """A batch row with the fields its response adds (products, or product counts)."""
+    return {**row._mapping, **extra}
 
 
 async def load_batches(session: AsyncSession, ids: Sequence[int]) -> list[BatchOut]:
     """Full batch objects (with products) in the order of `ids`, in two queries."""
     if not ids:
         return []
-    pairs = (await session.execute(_batch_select().where(Batch.id.in_(ids)))).all()
+    rows = (await session.execute(_batch_select().where(Batch.id.in_(ids)))).all()
     products = await _products_of(session, ids)
-    by_id = {
-        batch.id: BatchOut(**_common(batch, wc), products=products[batch.id]) for batch, wc in pairs
-    }
+    by_id = {}
+    for row in rows:
+        batch = msgspec.convert(_with(row, products=[]), BatchOut, from_attributes=True)
+        batch.products = products[row.id]  # as built: convert would copy every brief again
+        by_id[row.id] = batch
     return [by_id[i] for i in ids if i in by_id]
 
 
@@ -310,7 +306,7 @@ def _filter_conditions(filters: BatchFilters) -> list[Any]:
     return conditions
 
 
-def filtered_batches(filters: BatchFilters) -> Select[Batch, WorkCenter]:
+def filtered_batches(filters: BatchFilters) -> Select[*tuple[Any, ...]]:
     """The batches a filter set selects, ordered by id (shared by the list and export)."""
     return _batch_select().where(and_(True, *_filter_conditions(filters))).order_by(Batch.id)
 
@@ -324,13 +320,13 @@ async def list_batches(
             select(func.count()).select_from(Batch).where(and_(True, *conditions))
         )
     ).scalar_one()
-    pairs = (await session.execute(filtered_batches(filters).offset(offset).limit(limit))).all()
-    return await _list_items(session, pairs), total
+    rows = (await session.execute(filtered_batches(filters).offset(offset).limit(limit))).all()
+    return await _list_items(session, rows), total
 
 
-async def _list_items(session: AsyncSession, pairs: Sequence[Any]) -> list[BatchListItem]:
+async def _list_items(session: AsyncSession, rows: Sequence[Row[Any]]) -> list[BatchListItem]:
     """List-shaped batches: product counts from one grouped query, never one per batch."""
-    ids = [batch.id for batch, _ in pairs]
+    ids = [row.id for row in rows]
     counts = {
         batch_id: (count, aggregated)
         for batch_id, count, aggregated in (
@@ -341,14 +337,11 @@ async def _list_items(session: AsyncSession, pairs: Sequence[Any]) -> list[Batch
             )
         ).all()
     }
-    return [
-        BatchListItem(
-            **_common(batch, wc),
-            product_count=counts.get(batch.id, (0, 0))[0],
-            aggregated_count=counts.get(batch.id, (0, 0))[1],
-        )
-        for batch, wc in pairs
-    ]
+    items = []
+    for row in rows:
+        count, aggregated = counts.get(row.id, (0, 0))
+        items.append(_with(row, product_count=count, aggregated_count=aggregated))
+    return msgspec.convert(items, list[BatchListItem], from_attributes=True)
 
 
 async def update_batch(session: AsyncSession, batch_id: int, item: BatchFields) -> BatchOut:
@@ -456,7 +449,7 @@ async def close_expired_batches(session: AsyncSession, now: dt.datetime | None =
 
 async def load_batches_brief(session: AsyncSession, ids: Sequence[int]) -> list[BatchListItem]:
     """List-shaped batches (counts, no product arrays), e.g. for events about many batches."""
-    pairs = (
+    rows = (
         await session.execute(_batch_select().where(Batch.id.in_(ids)).order_by(Batch.id))
     ).all()
-    return await _list_items(session, pairs)
+    return await _list_items(session, rows)

@@ -132,17 +132,6 @@ def closed_batch_message(batch_id: int) -> str:
     return f"Batch {batch_id} is closed"
 
 
-def product_out(product: Product) -> ProductOut:
-    return ProductOut(
-        id=product.id,
-        unique_code=product.unique_code,
-        batch_id=product.batch_id,
-        is_aggregated=product.is_aggregated,
-        aggregated_at=product.aggregated_at,
-        created_at=product.created_at,
-    )
-
-
 # One statement, one round trip: find the batch (share-locked, so it cannot be closed
 # before this commits), insert the code unless it exists or the batch is closed, and say
 # which failed. The conflicting row's owner comes back from the same statement when it was
@@ -288,4 +277,4 @@ async def list_products(
     rows = await session.execute(
         select(Product).where(where).order_by(Product.id).offset(offset).limit(limit)
     )
-    return [product_out(p) for p in rows.scalars().all()], total
+    return msgspec.convert(rows.scalars().all(), list[ProductOut], from_attributes=True), total

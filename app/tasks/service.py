@@ -26,6 +26,9 @@ from app.tasks.schemas import TaskOut, TaskProgress
 
 
 def task_out(task: Task) -> TaskOut:
+    # By hand, not msgspec.convert: the API's task_id is the id as a string and its progress
+    # is computed (percent); properties for them would put the API's shape into the table
+    # model, and convert is no faster here (the ORM's attribute reads are the cost).
     total, current = task.progress_total or 0, task.progress_current or 0
     if total > 0:
         percent = round(min(current, total) * 100.0 / total, 1)

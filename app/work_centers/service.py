@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,7 +13,8 @@ from app.models import Batch, WorkCenter
 from app.work_centers.schemas import WorkCenterOut
 
 
-def _with_counts() -> Select[WorkCenter, Any, Any]:
+def _with_counts() -> Select[*tuple[Any, ...]]:
+    """Rows named as WorkCenterOut's fields, so they convert as they are."""
     counts = (
         select(
             Batch.work_center_id,
@@ -23,16 +25,14 @@ def _with_counts() -> Select[WorkCenter, Any, Any]:
         .subquery()
     )
     return select(
-        WorkCenter,
-        func.coalesce(counts.c.batch_count, 0),
-        func.coalesce(counts.c.open_batch_count, 0),
+        WorkCenter.id,
+        WorkCenter.identifier,
+        WorkCenter.name,
+        func.coalesce(counts.c.batch_count, 0).label("batch_count"),
+        func.coalesce(counts.c.open_batch_count, 0).label("open_batch_count"),
+        WorkCenter.created_at,
+        WorkCenter.updated_at,
     ).outerjoin(counts, counts.c.work_center_id == WorkCenter.id)
-
-
-def _out(wc: WorkCenter, batch_count: int, open_count: int) -> WorkCenterOut:
-    return WorkCenterOut(
-        wc.id, wc.identifier, wc.name, batch_count, open_count, wc.created_at, wc.updated_at
-    )
 
 
 async def list_work_centers(
@@ -40,11 +40,11 @@ async def list_work_centers(
 ) -> tuple[list[WorkCenterOut], int]:
     total = (await session.execute(select(func.count()).select_from(WorkCenter))).scalar_one()
     rows = await session.execute(_with_counts().order_by(WorkCenter.id).offset(offset).limit(limit))
-    return [_out(*row) for row in rows.all()], total
+    return msgspec.convert(rows.all(), list[WorkCenterOut], from_attributes=True), total
 
 
 async def get_work_center(session: AsyncSession, work_center_id: int) -> WorkCenterOut:
     row = (await session.execute(_with_counts().where(WorkCenter.id == work_center_id))).first()
     if row is None:
         raise NotFound(f"Work center not found (id {work_center_id})")
-    return _out(*row)
+    return msgspec.convert(row, WorkCenterOut, from_attributes=True)
