@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
         judged = judge(name, figures)
         rows.extend(judged)
         for row in judged:
-            verdict = {True: "pass", False: "FAIL", None: ""}[row["pass"]]  # type: ignore[index]
+            verdict = {True: "pass", False: "FAIL", None: ""}[row["pass"]]
             floor = f" floor {row['floor']}" if row["floor"] is not None else ""
             ratio = f" ratio {row['ratio']}" if row["ratio"] is not None else ""
             target = f" target {row['target']}" if row["target"] else ""
@@ -119,11 +119,11 @@ def main(argv: list[str]) -> int:
         print(f"   ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
     results["figures"] = rows
     results["seconds"] = round(time.perf_counter() - began, 1)
-    target = ROOT / "results.json"
-    target.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
+    written = ROOT / "results.json"
+    written.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     missed = [str(r["figure"]) for r in rows if r["pass"] is False]
     print(
-        f"written {target} ({results['seconds']} s); targets missed: {', '.join(missed) or 'none'}"
+        f"written {written} ({results['seconds']} s); targets missed: {', '.join(missed) or 'none'}"
     )
     if failed:
         print(f"failed suites: {', '.join(failed)}", file=sys.stderr)
