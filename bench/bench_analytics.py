@@ -1,4 +1,4 @@
-"""Issue 6 figures: the dashboard over 10,000 batches and 1,000,000 products.
+"""Analytics figures: the dashboard over 10,000 batches and 1,000,000 products.
 
 * refresh_statistics duration (the actor, run as `make scheduler-run JOB=refresh_statistics`
   does; its compute time and its end-to-end task time),

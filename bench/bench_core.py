@@ -1,4 +1,4 @@
-"""Issue 3 figures: 1C ingest, bulk products, aggregate-async end to end, enqueue latency."""
+"""Core figures: 1C ingest, bulk products, aggregate-async end to end, enqueue latency."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 13: single-product POST /products against the single-row INSERT floor.
+"""Single-product figures: POST /products against the single-row INSERT floor.
 
 The floor (pgbench, same connections count, a plain table of the products columns with the
 same unique index) and the api are measured back to back on this machine. For reference the

@@ -1,4 +1,4 @@
-"""Issue 5 figures: webhook deliveries per second and event -> delivery latency.
+"""Webhook figures: deliveries per second and event -> delivery latency.
 
 The real path: POST /batches in the api (uvicorn) writes batch_created events to the outbox,
 the relay fans them out to webhook_deliveries, and a `webhooks` worker group with 8 threads
