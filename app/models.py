@@ -92,6 +92,13 @@ class Batch(Base):
 
     work_center: Mapped[WorkCenter] = relationship(lazy="raise")
 
+    @property
+    def time_to_close_seconds(self) -> float | None:
+        """From shift start to closing; None while the batch is open."""
+        if self.closed_at is None:
+            return None
+        return (self.closed_at - self.shift_start).total_seconds()
+
 
 class Product(Base):
     __tablename__ = "products"

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import contains_eager
 
 from app.analytics.schemas import (
     BatchComparison,
@@ -267,14 +268,9 @@ async def _batch_rows(session: AsyncSession, ids: Sequence[int]) -> dict[int, An
         .join(WorkCenter, WorkCenter.id == Batch.work_center_id)
         .outerjoin(counts, counts.c.batch_id == Batch.id)
         .where(Batch.id.in_(ids))
+        .options(contains_eager(Batch.work_center))  # batch.work_center, for msgspec.convert
     )
     return {row.Batch.id: row for row in rows.all()}
-
-
-def _time_to_close(batch: Batch) -> float | None:
-    if batch.closed_at is None:
-        return None
-    return (batch.closed_at - batch.shift_start).total_seconds()
 
 
 def _production(row: Any) -> dict[str, Any]:
@@ -313,25 +309,10 @@ async def batch_statistics(session: AsyncSession, batch_id: int) -> BatchStatist
     row = (await _batch_rows(session, [batch_id])).get(batch_id)
     if row is None:
         raise NotFound(f"Batch not found (id {batch_id})")
-    batch, wc = row.Batch, row.WorkCenter
     hours = await hourly_aggregations(session, batch_id, get_settings().tz)
     running_totals = itertools.accumulate(aggregated for _, aggregated in hours)
     return BatchStatistics(
-        batch_info=BatchInfo(
-            id=batch.id,
-            batch_number=batch.batch_number,
-            batch_date=batch.batch_date,
-            is_closed=batch.is_closed,
-            closed_at=batch.closed_at,
-            work_center=msgspec.convert(wc, WorkCenterRef, from_attributes=True),
-            shift=batch.shift,
-            team=batch.team,
-            nomenclature=batch.nomenclature,
-            ekn_code=batch.ekn_code,
-            shift_start=batch.shift_start,
-            shift_end=batch.shift_end,
-            time_to_close_seconds=_time_to_close(batch),
-        ),
+        batch_info=msgspec.convert(row.Batch, BatchInfo, from_attributes=True),
         production_stats=ProductionStats(**_production(row)),
         timeline=[
             TimelinePoint(
@@ -389,16 +370,17 @@ async def compare_batches(session: AsyncSession, ids: Sequence[int]) -> Comparis
     for batch_id in ids:
         row = rows[batch_id]
         batch = row.Batch
+        # By hand: the batch's id is batch_id here, and the counts are computed from the row.
         comparison.append(
             BatchComparison(
                 batch_id=batch.id,
                 batch_number=batch.batch_number,
                 batch_date=batch.batch_date,
-                work_center=msgspec.convert(row.WorkCenter, WorkCenterRef, from_attributes=True),
+                work_center=msgspec.convert(batch.work_center, WorkCenterRef, from_attributes=True),
                 shift=batch.shift,
                 team=batch.team,
                 is_closed=batch.is_closed,
-                time_to_close_seconds=_time_to_close(batch),
+                time_to_close_seconds=batch.time_to_close_seconds,
                 **_production(row),
             )
         )
@@ -412,7 +394,7 @@ def _mean(values: Sequence[float]) -> float | None:
 def _average(rows: Sequence[Any]) -> ComparisonAverage:
     # Rates are averaged unrounded, then rounded once.
     rates = [row.aggregated * 100.0 / row.total if row.total else 0.0 for row in rows]
-    closing_times = [t for row in rows if (t := _time_to_close(row.Batch)) is not None]
+    closing_times = [t for row in rows if (t := row.Batch.time_to_close_seconds) is not None]
     return ComparisonAverage(
         total_products=_mean([row.total for row in rows]) or 0.0,
         aggregated=_mean([row.aggregated for row in rows]) or 0.0,
