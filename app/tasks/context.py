@@ -54,7 +54,12 @@ class JobContext(Protocol):
     checkpoint: Any
 
     async def progress(
-        self, current: int, total: int | None = None, message: str | None = None
+        self,
+        current: int,
+        total: int | None = None,
+        message: str | None = None,
+        *,
+        force: bool = False,
     ) -> None: ...
 
     async def save_checkpoint(

@@ -58,6 +58,16 @@ def test_the_job_context_is_declared_once():
     assert places == ["app/tasks/context.py"]
 
 
+def test_resumable_jobs_live_in_app():
+    """An actor stays thin: a job committing chunks with checkpoints is app/<feature>/jobs.py's."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "workers").rglob("*.py")
+        if "save_checkpoint(" in path.read_text()
+    ]
+    assert offenders == []
+
+
 FEATURES = ROOT / "app"
 # Folders of app/ that are features (an /api/v1 resource): each has the three files.
 NOT_FEATURES = {"system", "metrics", "tasks"}  # probes, Prometheus, the job machinery
