@@ -12,8 +12,8 @@ import pytest
 
 from app.config import load_settings
 from app.errors import InputInvalid
+from app.notifications.jobs import NotificationRejected, deliver
 from app.notifications.schemas import Notification
-from app.notifications.service import NotificationRejected, deliver
 from app.reports.tabular import csv_cell, formula_like
 from app.transfer.importer import (
     FileTooLarge,

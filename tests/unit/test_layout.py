@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -45,6 +46,19 @@ def test_services_take_a_session_and_jobs_open_their_own():
     opens = re.compile(r"(?<![\w.])transaction\(\)")  # app.db's, not is_in_transaction()
     for path in (ROOT / "app").glob("*/service.py"):
         assert not opens.search(path.read_text()), f"{path.relative_to(ROOT)} opens one"
+
+
+def test_every_async_service_function_takes_the_session_first():
+    """`service.py` means "in the caller's transaction": I/O without a session (an email,
+    an HTTP call) runs as a job, in jobs.py."""
+    offenders = []
+    for path in (ROOT / "app").glob("*/service.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.AsyncFunctionDef):
+                first = node.args.args[0] if node.args.args else None
+                if first is None or ast.unparse(first.annotation or ast.Pass()) != "AsyncSession":
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.name}")
+    assert offenders == []
 
 
 def test_the_job_context_is_declared_once():

@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
+from app.notifications.jobs import NotificationRejected, deliver
 from app.notifications.schemas import Notification
-from app.notifications.service import NotificationRejected, deliver
 from app.tasks.context import TaskContext, TaskFailed
 from workers.task_actor import task_actor
 
