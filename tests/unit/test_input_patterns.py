@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from app.config import get_settings
 from app.errors import DOCUMENTED_TEXT, NO_NUL, loc_from_msgspec
 from app.notifications import schemas as notifications
-from app.notifications.service import build_message
+from app.notifications.jobs import build_message
 from app.webhooks.schemas import URL_PATTERN, WebhookUpdate
 from app.webhooks.service import check_url
 from tests.factories import shift_task_en, shift_task_ru, without
