@@ -166,13 +166,13 @@ _TITLES = {
 
 def _not_found(path: str) -> str:
     if "{task_id}" in path:
-        return "Task 0b7f2c1e-6a0d-4d5e-9d3a-2f4c8e1a7b90 not found"
+        return "Task not found (id 0b7f2c1e-6a0d-4d5e-9d3a-2f4c8e1a7b90)"
     if "{delivery_id}" in path:
-        return "Delivery 12 of webhook 3 not found"
+        return "Delivery not found (id 12, webhook 3)"
     if "{webhook_id}" in path:
-        return "Webhook 3 not found"
+        return "Webhook not found (id 3)"
     if "{work_center_id}" in path:
-        return "Work center 2 not found"
+        return "Work center not found (id 2)"
     return "Batch not found (id 7)"
 
 
