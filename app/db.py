@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import msgspec
 from sqlalchemy import event, exc, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -38,11 +39,19 @@ def _current() -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
             # Bound parameters can hold secrets (webhook keys): keep them out of every error
             # message and traceback.
             hide_parameters=True,
+            # JSONB columns (task params of 100,000 codes, events, checkpoints) through
+            # msgspec: several times faster than the json module SQLAlchemy uses by default.
+            json_serializer=_encode_json,
+            json_deserializer=msgspec.json.decode,
             connect_args={"server_settings": {"application_name": "production-control"}},
         )
         event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
         _engines[loop] = (engine, async_sessionmaker(engine, expire_on_commit=False))
     return _engines[loop]
+
+
+def _encode_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
