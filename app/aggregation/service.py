@@ -15,10 +15,11 @@ import datetime as dt
 from collections.abc import Sequence
 
 import msgspec
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregation.schemas import AggregationError, AggregationSummary
+from app.db import driver_connection
 from app.errors import BusinessRuleViolation, NotFound
 from app.models import Batch, Product
 from app.outbox import emit_event
@@ -56,10 +57,7 @@ async def aggregate_codes(
     # On the driver, inside the session's transaction: the UPDATE reports only the codes it
     # did not aggregate (normally none) instead of returning every aggregated row, which
     # for a 20,000-code chunk cost as much as the UPDATE itself in result processing.
-    driver = (await (await session.connection()).get_raw_connection()).driver_connection
-    assert driver is not None
-    if not driver.is_in_transaction():
-        await session.execute(text("SELECT"))  # the session's transaction, begun for real
+    driver = await driver_connection(session)
     row = await driver.fetchrow(
         """
         WITH updated AS (
