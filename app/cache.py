@@ -44,16 +44,21 @@ from app.config import get_settings
 
 log = structlog.get_logger(__name__)
 
-# What committed since `$1` (the previous pg_current_snapshot()): transactions that had
-# not started then (xid >= its xmax) or were in progress (its xip), and have committed now
-# (their rows are visible to this statement). Both conditions use the primary key's xid.
-_CHANGES_SINCE = """
+
+# The log rows of what committed after `{snapshot}` (a pg_current_snapshot()): transactions
+# that had not started then (xid >= its xmax) or were in progress (its xip), and whose rows
+# the reading statement sees, so have committed now. Commit order, not id order.
+def _committed_since(snapshot: str) -> str:
+    return f"""(xid >= pg_snapshot_xmax({snapshot})::text::bigint
+        OR xid = ANY(ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip({snapshot}) AS x)))"""
+
+
+# What committed since `$1`, the reader's previous snapshot, and its new snapshot.
+_CHANGES_SINCE = f"""
 SELECT pg_current_snapshot()::text,
        ARRAY(SELECT DISTINCT table_name || coalesce(':' || array_to_string(keys, ','), '')
                FROM cache_changes
-              WHERE xid >= pg_snapshot_xmax($1::text::pg_snapshot)::text::bigint
-                 OR xid = ANY(ARRAY(SELECT x::text::bigint
-                                      FROM pg_snapshot_xip($1::text::pg_snapshot) AS x)))
+              WHERE {_committed_since("$1::text::pg_snapshot")})
 """
 # Rows below $1 are deleted; the '*' row tells every reader which ones, in the same commit.
 PRUNE = """
@@ -65,12 +70,11 @@ EVERYTHING = "*"  # the table name of a log row that says "forget everything"
 # Whether a change to one of :tables committed that :snapshot (a pg_current_snapshot())
 # does not show: a row of such a transaction, a TRUNCATE of the log since, or rows pruned
 # that it had not seen.
-_CHANGED_SINCE = """
+_CHANGED_SINCE = f"""
 WITH s AS (SELECT CAST(CAST(:snapshot AS text) AS pg_snapshot) AS snapshot)
 SELECT EXISTS (
            SELECT FROM cache_changes, s
-            WHERE (xid >= pg_snapshot_xmax(s.snapshot)::text::bigint
-                   OR xid = ANY(ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.snapshot) x)))
+            WHERE {_committed_since("s.snapshot")}
               AND (table_name = ANY(CAST(:tables AS text[]))
                    OR (table_name = '*' AND keys IS NULL)))
     OR EXISTS (
