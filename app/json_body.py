@@ -29,7 +29,7 @@ MAX_JSON_DEPTH = 64
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _STRING = re.compile(rb'"[^"]*"')
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_BRACKET_OR_QUOTE = bytes(b for b in range(256) if b not in b'[]{}"')
 _INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
 
 
@@ -56,7 +56,11 @@ def nesting_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """
     if body.count(b"[") + body.count(b"{") <= limit:
         return False
-    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", body)).translate(None, _NOT_BRACKET)
+    # Down to quotes and brackets first: the strings left are mostly `""` (a feed of 1,000
+    # batches has 24,000), dropped by one replace instead of one regex match each. Dropping
+    # a closing quote with the next opening one merges two strings that had nothing between.
+    skeleton = _ESCAPE.sub(b"", body).translate(None, _NOT_BRACKET_OR_QUOTE).replace(b'""', b"")
+    brackets = _STRING.sub(b"", skeleton)
     for _ in range(limit):
         peeled = _INNERMOST_PAIR.sub(b"", brackets)
         if not peeled or peeled == brackets:
