@@ -25,7 +25,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 TZDateTime = DateTime(timezone=True)
@@ -175,7 +175,8 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     topic: Mapped[str] = mapped_column(String(16))  # "task" or "event"
     event_type: Mapped[str] = mapped_column(String(64))
-    payload: Mapped[Any] = mapped_column(JSONB)
+    # json, not jsonb: an event group is written once and read once (migration 0007).
+    payload: Mapped[Any] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(TZDateTime, server_default=func.now())
     published_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

@@ -123,7 +123,12 @@ async def event_types() -> list[str]:
     """Outbox events written so far, oldest first."""
     async with transaction() as session:
         rows = await session.execute(
-            text("SELECT event_type FROM outbox WHERE topic = 'event' ORDER BY id")
+            # An outbox row holds a group of events of one type (app.outbox.emit_events).
+            text(
+                "SELECT o.event_type FROM outbox o CROSS JOIN LATERAL "
+                "json_array_elements(o.payload -> 'items') WITH ORDINALITY AS i(data, n) "
+                "WHERE o.topic = 'event' ORDER BY o.id, i.n"
+            )
         )
         return list(rows.scalars().all())
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, ClassVar
+import functools
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -117,6 +118,70 @@ class BatchFields(msgspec.Struct, kw_only=True):
 
 
 def resolve_batch(item: BatchInput, loc: Loc, *, partial: bool) -> BatchFields:
+    """English field names, stripped text and aware datetimes, and the key the client used
+    for each field; a 422 naming the key for synonyms sent together, a missing field, blank
+    text, a datetime out of range or a shift that ends before it starts.
+
+    A feed repeats one set of keys: the plan for that set (which key each field comes
+    from) is worked out once. Anything the fast path does not accept goes field by field
+    through `_resolve_checked`, which names the error.
+    """
+    sent = msgspec.structs.astuple(item)
+    plan = _plan(tuple(map(type, sent)), partial)
+    if plan is None:
+        return _resolve_checked(item, loc, partial=partial)
+    values = {field: sent[index] for field, index in plan.picks}
+    for field in plan.texts:
+        stripped = values[field].strip()
+        if not stripped:
+            return _resolve_checked(item, loc, partial=partial)
+        values[field] = stripped
+    for field in plan.instants:
+        instant = values[field]
+        if not MIN_YEAR <= instant.year <= MAX_YEAR:
+            return _resolve_checked(item, loc, partial=partial)
+        values[field] = aware(instant)
+    if not partial:
+        values.setdefault("is_closed", False)
+    start, end = values.get("shift_start"), values.get("shift_end")
+    if start is not None and end is not None and end < start:
+        return _resolve_checked(item, loc, partial=partial)
+    return BatchFields(values=values, keys=dict(plan.keys), loc=loc)
+
+
+class _Plan(NamedTuple):
+    picks: tuple[tuple[str, int], ...]  # field -> its place in BatchInput's fields
+    keys: dict[str, str]  # field -> the key sent
+    texts: tuple[str, ...]  # fields sent as text (stripped, never blank)
+    instants: tuple[str, ...]  # fields sent as datetimes
+
+
+_PLACE = {name: place for place, name in enumerate(BatchInput.__struct_fields__)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(types: tuple[type, ...], partial: bool) -> _Plan | None:
+    """Where each field comes from, given the types of BatchInput's fields as sent (UNSET
+    for a key not sent); None when the keys break a rule (two synonyms, a missing field)."""
+    picks, keys, texts, instants = [], {}, [], []
+    for field, names in BATCH_KEYS.items():
+        sent = [name for name in names if types[_PLACE[name]] is not UnsetType]
+        if len(sent) > 1 or (not sent and not partial and field not in OPTIONAL_ON_CREATE):
+            return None
+        if not sent:
+            continue
+        (key,) = sent
+        picks.append((field, _PLACE[key]))
+        keys[field] = key
+        if types[_PLACE[key]] is str:
+            texts.append(field)
+        elif types[_PLACE[key]] is dt.datetime:
+            instants.append(field)
+    return _Plan(tuple(picks), keys, tuple(texts), tuple(instants))
+
+
+def _resolve_checked(item: BatchInput, loc: Loc, *, partial: bool) -> BatchFields:
+    """resolve_batch field by field: raises the 422 that names what is wrong."""
     values: dict[str, Any] = {}
     keys: dict[str, str] = {}
     for field, names in BATCH_KEYS.items():
@@ -195,6 +260,12 @@ class BatchOut(BatchBase, kw_only=True):
     """A single batch: always with its products (`[]` when it has none)."""
 
     products: list[ProductBrief]
+
+
+class BatchEvent(BatchBase, kw_only=True):
+    """The data of a batch event: the batch without its products, its id also as batch_id."""
+
+    batch_id: int
 
 
 class BatchListItem(BatchBase, kw_only=True):

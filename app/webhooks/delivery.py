@@ -286,7 +286,7 @@ async def send(target: Target, resolver: Resolver) -> AttemptResult:
 
 _INSERT_MESSAGES = text(
     "INSERT INTO outbox (topic, event_type, payload) "
-    "SELECT :topic, :event_type, p FROM unnest(CAST(:payloads AS jsonb[])) AS p"
+    "SELECT :topic, :event_type, p FROM unnest(CAST(:payloads AS json[])) AS p"
 )
 
 

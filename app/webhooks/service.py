@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
 from app.errors import BusinessRuleViolation, Conflict, InputInvalid, Loc, NotFound
-from app.models import OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookSubscription
+from app.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 from app.webhooks.delivery import enqueue_deliveries
 from app.webhooks.schemas import (
     PING_EVENT,
@@ -322,31 +322,53 @@ def _iso(value: dt.datetime | None) -> str:
 
 # --- fan-out (in the outbox relay) and the retry sweep (retry_failed_webhooks) --------------
 
+# An outbox event row holds a group, {"event", "created_at", "items"} (app.outbox.emit_events).
+# Each item becomes one event whose id is derived from the row and the item's place, so it
+# is the same however often the row is handled. Rows written before groups hold one event,
+# {"id", "event", "created_at", "data"}, and keep their id.
 _FAN_OUT = text(
     """
+    WITH events AS (
+        SELECT COALESCE(CAST(o.payload ->> 'id' AS uuid), CAST(md5(o.id || '/' || i.n) AS uuid))
+                   AS id,
+               o.event_type AS event, o.payload -> 'created_at' AS created_at, i.data,
+               o.id AS outbox_id, i.n
+        FROM outbox o
+        CROSS JOIN LATERAL json_array_elements(
+            COALESCE(o.payload -> 'items', json_build_array(o.payload -> 'data'))
+        ) WITH ORDINALITY AS i(data, n)
+        WHERE o.id = ANY(CAST(:outbox_ids AS bigint[]))
+          AND EXISTS (
+              SELECT FROM webhook_subscriptions s
+              WHERE s.is_active AND o.event_type = ANY(s.events)
+          )
+    )
     INSERT INTO webhook_deliveries
         (subscription_id, event_id, event_type, payload, status, attempts, next_attempt_at)
-    SELECT s.id, CAST(e.doc ->> 'id' AS uuid), e.doc ->> 'event', e.doc, 'pending', 0, now()
-    FROM jsonb_array_elements(CAST(:events AS jsonb)) WITH ORDINALITY AS e(doc, n)
-    JOIN webhook_subscriptions s ON s.is_active AND (e.doc ->> 'event') = ANY(s.events)
-    ORDER BY e.n, s.id
+    SELECT s.id, e.id, e.event,
+           jsonb_build_object('id', e.id, 'event', e.event, 'created_at', e.created_at,
+                              'data', e.data),
+           'pending', 0, now()
+    FROM events e
+    JOIN webhook_subscriptions s ON s.is_active AND e.event = ANY(s.events)
+    ORDER BY e.outbox_id, e.n, s.id
     ON CONFLICT ON CONSTRAINT uq_delivery_subscription_event DO NOTHING
     RETURNING id
     """
 )
 
 
-async def fan_out(session: AsyncSession, events: list[OutboxMessage]) -> None:
-    """One delivery per (committed event, matching active subscription), set-based.
+async def fan_out(session: AsyncSession, events: list[int]) -> None:
+    """One delivery per (committed event, matching active subscription), set-based;
+    `events` are the ids of outbox event rows.
 
-    Runs in the relay's transaction; the deliver_webhook messages (BATCH_SIZE deliveries
-    each) go through the outbox and are published on the relay's next round, after this
-    commit (its NOTIFY wakes it at once).
+    Runs in the relay's transaction, which holds the event rows locked; the
+    deliver_webhook messages (BATCH_SIZE deliveries each) go through the outbox and are
+    published on the relay's next round, after this commit (its NOTIFY wakes it at once).
     """
     if not events:
         return
-    payloads = msgspec.json.encode([event.payload for event in events]).decode()
-    ids = (await session.execute(_FAN_OUT, {"events": payloads})).scalars().all()
+    ids = (await session.execute(_FAN_OUT, {"outbox_ids": events})).scalars().all()
     await enqueue_deliveries(session, ids)
 
 

@@ -73,12 +73,17 @@ async def subscribe_and_emit(
             await emit_events(session, event, [{"id": number}])
 
 
-async def event_ids(sessions: async_sessionmaker[AsyncSession]) -> set[str]:
+async def emitted(sessions: async_sessionmaker[AsyncSession]) -> set[tuple[str, str]]:
+    """(event, data id) of every event in the outbox (a row holds a group of items)."""
     async with sessions() as session:
         rows = await session.execute(
-            text("SELECT payload ->> 'id' FROM outbox WHERE topic = 'event'")
+            text(
+                "SELECT o.event_type, i.data ->> 'id' FROM outbox o "
+                "CROSS JOIN LATERAL json_array_elements(o.payload -> 'items') AS i(data) "
+                "WHERE o.topic = 'event'"
+            )
         )
-        return {row[0] for row in rows}
+        return {(event, data_id) for event, data_id in rows}
 
 
 def mixed_events(count: int) -> list[str]:
@@ -101,12 +106,16 @@ async def test_manual_scheduler_run_fans_out_pending_events(
         timeout=60,
     )
     async with sessions() as session:
-        delivered_events = set(
-            (await session.execute(text("SELECT event_id::text FROM webhook_deliveries")))
-            .scalars()
-            .all()
-        )
-    assert delivered_events == await event_ids(sessions)
+        delivered = (
+            await session.execute(
+                text(
+                    "SELECT event_id, event_type, payload -> 'data' ->> 'id' "
+                    "FROM webhook_deliveries"
+                )
+            )
+        ).all()
+    assert {(event, data_id) for _, event, data_id in delivered} == await emitted(sessions)
+    assert len({event_id for event_id, _, _ in delivered}) == EVENT_COUNT
 
 
 @pytest.fixture
@@ -133,4 +142,8 @@ async def test_scheduler_relay_delivers_every_event(
     """No api: the running scheduler's relay and a webhooks worker deliver all N events."""
     await subscribe_and_emit(sessions, receiver.url("/running"), mixed_events(EVENT_COUNT))
     received = await receiver.wait_for(EVENT_COUNT, "/running", timeout=60)
-    assert {request.header("webhook-id") for request in received} == await event_ids(sessions)
+    bodies = [request.json for request in received]
+    assert {(body["event"], str(body["data"]["id"])) for body in bodies} == await emitted(sessions)
+    # Each event has its own id, and the header carries the body's.
+    assert len({body["id"] for body in bodies}) == EVENT_COUNT
+    assert [request.header("webhook-id") for request in received] == [b["id"] for b in bodies]

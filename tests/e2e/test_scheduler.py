@@ -297,7 +297,8 @@ async def test_scheduler_run_closes_expired_batches(client, workers):
     kept = (await client.get(f"/api/v1/batches/{closed['id']}")).json()
     assert kept["closed_at"] == closed["closed_at"]
     events = await query(
-        "SELECT (payload->'data'->>'batch_id')::int FROM outbox "
+        "SELECT (i.data->>'batch_id')::int FROM outbox "
+        "CROSS JOIN LATERAL json_array_elements(payload->'items') AS i(data) "
         "WHERE topic = 'event' AND event_type = 'batch_closed' ORDER BY 1"
     )
     assert [row[0] for row in events] == [expired["id"], also_expired["id"]]
