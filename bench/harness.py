@@ -31,14 +31,22 @@ class Stack:
     def __init__(self, queues: tuple[str, ...] = ("fast", "heavy", "webhooks")) -> None:
         self.queues = queues
         self.port = free_port()
-        self.env = {**os.environ, **support.test_environment(), "API_PORT": str(self.port)}
+        # S3 too, as `make run` has it: without one the api retries creating its buckets
+        # every second, CPU the figures would pay for.
+        self.s3 = support.local_s3_environment()
+        self.env = {
+            **os.environ,
+            **support.test_environment(),
+            **self.s3,
+            "API_PORT": str(self.port),
+        }
         self.env["LOG_LEVEL"] = "WARNING"
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[support.WorkerGroup] = []
         self.base_url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Stack:
-        os.environ.update(support.test_environment())
+        os.environ.update({**support.test_environment(), **self.s3})  # the workers' too
         support.prepare_database()
         support.prepare_vhost()
         self.api = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=self.env)
