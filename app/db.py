@@ -7,9 +7,10 @@ scheduler); the registry only matters where several loops share a process, as in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -24,6 +25,9 @@ from sqlalchemy.util import greenlet_spawn
 
 from app.config import get_settings
 
+T = TypeVar("T")
+U = TypeVar("U")
+
 _engines: dict[asyncio.AbstractEventLoop, tuple[AsyncEngine, async_sessionmaker[AsyncSession]]] = {}
 
 
@@ -36,6 +40,10 @@ def _current() -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
             get_settings().database_url,
             pool_size=10,
             max_overflow=20,
+            # The connection used last goes out first: under light load requests run on a
+            # few warm connections (statements prepared, type codecs loaded: ~20 ms on a
+            # connection's first 1C feed) instead of cycling through all of them.
+            pool_use_lifo=True,
             # Bound parameters can hold secrets (webhook keys): keep them out of every error
             # message and traceback.
             hide_parameters=True,
@@ -80,6 +88,26 @@ async def transaction() -> AsyncIterator[AsyncSession]:
     """A session inside one transaction: committed on success, rolled back on error."""
     async with get_sessionmaker()() as session, session.begin():
         yield session
+
+
+async def while_executing(statement: Awaitable[T], work: Callable[[], U]) -> tuple[T, U]:
+    """Run `work` (CPU only, no awaits) while the database executes `statement`.
+
+    The statement is sent first (one turn of the event loop takes it to the socket), so the
+    api's CPU and PostgreSQL's overlap instead of taking turns. If anything fails or the
+    request is cancelled, the statement is cancelled and waited for before the error goes
+    on: the connection is never left busy under its session.
+    """
+    pending = asyncio.ensure_future(statement)
+    try:
+        await asyncio.sleep(0)
+        done = work()
+        return await pending, done
+    except BaseException:
+        pending.cancel()
+        with contextlib.suppress(BaseException):
+            await pending
+        raise
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:

@@ -20,6 +20,7 @@ from app.batches.schemas import (
     ProductBrief,
     WorkCenterRef,
 )
+from app.db import while_executing
 from app.errors import Conflict, FieldError, InputInvalid, NotFound
 from app.models import Batch, Product, WorkCenter
 from app.outbox import emit_events
@@ -84,24 +85,25 @@ async def upsert_work_centers(
     return centers
 
 
-_INSERT_TYPES = {
-    "is_closed": "boolean",
-    "closed_at": "timestamptz",
-    "task_description": "text",
-    "work_center_id": "int",
-    "shift": "varchar",
-    "team": "varchar",
-    "batch_number": "int",
-    "batch_date": "date",
-    "nomenclature": "text",
-    "ekn_code": "varchar",
-    "shift_start": "timestamptz",
-    "shift_end": "timestamptz",
-}
+# The columns a feed writes, in the order of the composite type batch_row (migration 0008):
+# the rows go in as one array of records, not one array per column.
+INSERTED_COLUMNS = (
+    "is_closed",
+    "closed_at",
+    "task_description",
+    "work_center_id",
+    "shift",
+    "team",
+    "batch_number",
+    "batch_date",
+    "nomenclature",
+    "ekn_code",
+    "shift_start",
+    "shift_end",
+)
 _INSERT_SQL = (
-    f"INSERT INTO batches ({', '.join(_INSERT_TYPES)}) SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _INSERT_TYPES.items())
-    + ")"
+    f"INSERT INTO batches ({', '.join(INSERTED_COLUMNS)}) "
+    "SELECT * FROM unnest(CAST(:rows AS batch_row[]))"
 )
 # What the database decides; every other field of the response is the value sent, as
 # stored (text stripped, times as UTC instants): cheaper than reading 1,000 rows back.
@@ -110,7 +112,7 @@ _RETURNED = " RETURNING id, batch_number, batch_date, closed_at, created_at, upd
 _SKIP_SQL = " ON CONFLICT ON CONSTRAINT uq_batches_number_date DO NOTHING"
 _OVERWRITE_SQL = (
     " ON CONFLICT ON CONSTRAINT uq_batches_number_date DO UPDATE SET "
-    + ", ".join(f"{name} = EXCLUDED.{name}" for name in _INSERT_TYPES if name != "closed_at")
+    + ", ".join(f"{name} = EXCLUDED.{name}" for name in INSERTED_COLUMNS if name != "closed_at")
     + ", closed_at = CASE WHEN EXCLUDED.is_closed"
     " THEN COALESCE(batches.closed_at, EXCLUDED.closed_at) END, updated_at = now()"
 )
@@ -150,13 +152,33 @@ async def create_batches(
 
     now = dt.datetime.now(dt.UTC)
     values = [item.values for item in items]
-    columns = {name: [v[name] for v in values] for name in BATCH_COLUMNS}
-    columns["work_center_id"] = [centers[v["work_center_identifier"]].id for v in values]
-    columns["closed_at"] = [now if closed else None for closed in columns["is_closed"]]
-    # One statement over parallel arrays: a 1000-row VALUES list costs more to compile than
-    # to execute.
-    result = await session.execute(
-        text(_INSERT_SQL + (_OVERWRITE_SQL if overwrite else _SKIP_SQL) + _RETURNED), columns
+    rows = [
+        (
+            v["is_closed"],
+            now if v["is_closed"] else None,
+            v["task_description"],
+            centers[v["work_center_identifier"]].id,
+            v["shift"],
+            v["team"],
+            v["batch_number"],
+            v["batch_date"],
+            v["nomenclature"],
+            v["ekn_code"],
+            v["shift_start"],
+            v["shift_end"],
+        )
+        for v in values
+    ]
+    products = await _products_of(session, [row.id for row in existing.values()])
+    # One statement over one array of records: a 1000-row VALUES list costs more to compile
+    # than to execute. The response and the events are built while PostgreSQL inserts; the
+    # four columns it decides are filled in when it answers.
+    result, (batches, events) = await while_executing(
+        session.execute(
+            text(_INSERT_SQL + (_OVERWRITE_SQL if overwrite else _SKIP_SQL) + _RETURNED),
+            {"rows": rows},
+        ),
+        lambda: _unsaved(values, centers, now),
     )
     inserted = {
         (number, date): (batch_id, closed_at, created_at, updated_at)
@@ -174,30 +196,16 @@ async def create_batches(
             + "; send ?on_conflict=update to overwrite",
             [_number_date_error(i, "batch already exists") for i in duplicates],
         )
-
-    products = await _products_of(session, [row.id for row in existing.values()])
-    batches, events = [], []
-    for v in values:
-        batch_id, closed_at, created_at, updated_at = inserted[(v["batch_number"], v["batch_date"])]
-        fields = {
-            "id": batch_id,
-            "is_closed": v["is_closed"],
-            "closed_at": closed_at,
-            "task_description": v["task_description"],
-            "work_center": centers[v["work_center_identifier"]],
-            "shift": v["shift"],
-            "team": v["team"],
-            "batch_number": v["batch_number"],
-            "batch_date": v["batch_date"],
-            "nomenclature": v["nomenclature"],
-            "ekn_code": v["ekn_code"],
-            "shift_start": v["shift_start"].astimezone(dt.UTC),
-            "shift_end": v["shift_end"].astimezone(dt.UTC),
-            "created_at": created_at,
-            "updated_at": updated_at,
-        }
-        batches.append(BatchOut(**fields, products=products.get(batch_id, [])))
-        events.append(BatchEvent(**fields, batch_id=batch_id))
+    for batch, event in zip(batches, events, strict=True):
+        batch_id, closed_at, created_at, updated_at = inserted[
+            (batch.batch_number, batch.batch_date)
+        ]
+        batch.id = event.id = event.batch_id = batch_id
+        batch.closed_at = event.closed_at = closed_at
+        batch.created_at = event.created_at = created_at
+        batch.updated_at = event.updated_at = updated_at
+        if batch_id in products:  # an overwritten batch keeps its products
+            batch.products = products[batch_id]
 
     if not existing:
         await emit_events(session, "batch_created", events)
@@ -211,6 +219,36 @@ async def create_batches(
     await emit_events(session, "batch_updated", updated)
     await emit_events(session, "batch_closed", closed_now)
     return batches, len(created)
+
+
+def _unsaved(
+    values: list[dict[str, Any]], centers: dict[str, WorkCenterRef], now: dt.datetime
+) -> tuple[list[BatchOut], list[BatchEvent]]:
+    """The response and event data of a feed from the values sent, as stored (times as UTC
+    instants); id, closed_at, created_at and updated_at are placeholders until the insert
+    returns them."""
+    batches, events = [], []
+    for v in values:
+        fields = {
+            "id": 0,
+            "is_closed": v["is_closed"],
+            "closed_at": None,
+            "task_description": v["task_description"],
+            "work_center": centers[v["work_center_identifier"]],
+            "shift": v["shift"],
+            "team": v["team"],
+            "batch_number": v["batch_number"],
+            "batch_date": v["batch_date"],
+            "nomenclature": v["nomenclature"],
+            "ekn_code": v["ekn_code"],
+            "shift_start": v["shift_start"].astimezone(dt.UTC),
+            "shift_end": v["shift_end"].astimezone(dt.UTC),
+            "created_at": now,
+            "updated_at": now,
+        }
+        batches.append(BatchOut(**fields, products=[]))
+        events.append(BatchEvent(**fields, batch_id=0))
+    return batches, events
 
 
 async def _existing_batches(
