@@ -25,6 +25,8 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.utils.scope.state import ScopeState
 from sqlalchemy.exc import IntegrityError
 
+from app.json_depth import MAX_JSON_DEPTH, TOO_DEEP, nesting_exceeds, type_depth
+
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -238,9 +240,16 @@ def decode_body(body: bytes, annotation: Any) -> Any:
     itself, app/transfer/importer.py). One JSON Schema rule msgspec's strict mode does not
     follow: a number with a zero fraction (`7.0`) is an integer, so it is taken as one.
     """
+    # Only a type that can hold deep nesting needs the check before decoding; for the rest
+    # a successful decode proves the body shallow, and a failed one is checked below, before
+    # the untyped decode that could recurse.
+    if type_depth(annotation) > MAX_JSON_DEPTH and nesting_exceeds(body):
+        raise msgspec.DecodeError(TOO_DEEP)
     try:
         return msgspec.json.decode(body, type=annotation)
     except msgspec.ValidationError:
+        if nesting_exceeds(body):
+            raise msgspec.DecodeError(TOO_DEEP) from None
         # A typed decode stops at the first wrong type, even in a document that is not JSON
         # at all: malformed JSON is reported as such (DecodeError) first.
         document = msgspec.json.decode(body)

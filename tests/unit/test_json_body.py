@@ -1,14 +1,16 @@
-"""The nesting check of the JSON body gate agrees with a recursive parse."""
+"""The nesting check on raw JSON agrees with a recursive parse; types know their depth."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+from typing import Annotated, Any
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.json_body import nesting_exceeds
+from app.json_depth import nesting_exceeds, type_depth
 
 # Strings full of what the check must see through: brackets, quotes and escapes.
 tricky_text = st.text(alphabet='[]{}"\\ a', max_size=6)
@@ -40,3 +42,20 @@ def test_many_empty_strings_between_brackets_do_not_hide_depth() -> None:
     body = b'["", "", [["]", ""], {"": [""]}]]'
     assert nesting_exceeds(body, 3) is True
     assert nesting_exceeds(body, 4) is False
+
+
+class Leaf(msgspec.Struct):
+    name: str
+    tags: list[str]
+
+
+class Tree(msgspec.Struct):
+    children: list[Tree]
+
+
+def test_type_depth_is_finite_only_for_types_that_cannot_nest_further() -> None:
+    assert type_depth(int) == 0
+    assert type_depth(Annotated[list[Leaf], msgspec.Meta(max_length=3)]) == 3
+    assert type_depth(Leaf | None) == 2
+    assert type_depth(dict[str, Any]) == math.inf
+    assert type_depth(Tree) == math.inf
