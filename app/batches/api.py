@@ -20,6 +20,7 @@ from app.batches.schemas import (
     BatchOut,
     BatchUpdate,
     resolve_batch,
+    resolve_feed,
 )
 from app.cache import BATCH_TTL, LIST_TTL, batch_page_tags, batch_tags, read_cache
 from app.idempotency import IdempotentOperation
@@ -66,9 +67,8 @@ class BatchController(Controller):
             Parameter(description="`update` overwrites existing batches"),
         ] = "error",
     ) -> Response[list[BatchOut]]:
-        items = [resolve_batch(item, ["body", i], partial=False) for i, item in enumerate(data)]
         batches, created = await service.create_batches(
-            db, items, overwrite=on_conflict == "update"
+            db, resolve_feed(data, ["body"]), overwrite=on_conflict == "update"
         )
         return Response(batches, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, NamedTuple
 
 import msgspec
@@ -71,7 +72,10 @@ _CHANGES = {
 }
 
 
-class BatchInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+# gc=False on the structs a feed makes by the thousand (input, response, events): they hold
+# no cycles, so the cyclic garbage collector need not track them, and a feed of 1,000
+# batches no longer sets off collections that walk the whole heap while it is served.
+class BatchInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
     """One shift task as 1C sends it. Each field has an English and a 1C (Russian) key."""
 
     __json_schema_extra__: ClassVar[dict[str, Any]] = _FEED_ITEM
@@ -109,7 +113,7 @@ class BatchUpdate(BatchInput, forbid_unknown_fields=True, kw_only=True):
     __json_schema_extra__: ClassVar[dict[str, Any]] = _CHANGES
 
 
-class BatchFields(msgspec.Struct, kw_only=True):
+class BatchFields(msgspec.Struct, kw_only=True, gc=False):
     """A resolved batch input: English names, aware datetimes, the keys the client used."""
 
     values: dict[str, Any]
@@ -180,6 +184,79 @@ def _plan(types: tuple[type, ...], partial: bool) -> _Plan | None:
     return _Plan(tuple(picks), keys, tuple(texts), tuple(instants))
 
 
+class BatchFeed:
+    """A resolved feed by column: every field of BATCH_KEYS -> one value per item (English
+    names, stripped text, aware datetimes, is_closed defaulted), and where each item's
+    fields came from, to name them in errors."""
+
+    __slots__ = ("_items", "_keys", "_loc", "columns")
+
+    def __init__(
+        self,
+        columns: dict[str, list[Any]],
+        *,
+        items: Sequence[BatchFields] | None = None,
+        keys: dict[str, str] | None = None,
+        loc: Loc | None = None,
+    ) -> None:
+        self.columns = columns
+        self._items, self._keys, self._loc = items, keys, loc or []
+
+    @classmethod
+    def of(cls, items: Sequence[BatchFields]) -> BatchFeed:
+        """Items resolved one by one (their keys may differ from item to item)."""
+        columns = {field: [item.values[field] for item in items] for field in BATCH_KEYS}
+        return cls(columns, items=items)
+
+    def loc(self, index: int, field: str) -> Loc:
+        """Where item `index` sent `field`, e.g. ["body", 3, "НомерПартии"]."""
+        if self._items is not None:
+            item = self._items[index]
+            return [*item.loc, item.keys[field]]
+        assert self._keys is not None
+        return [*self._loc, index, self._keys[field]]
+
+
+def resolve_feed(items: Sequence[BatchInput], loc: Loc) -> BatchFeed:
+    """resolve_batch for every item of a feed, by column when all items use one set of keys
+    (as 1C sends them): each rule runs over a column in one pass instead of per field and
+    item. Anything else, or anything wrong, goes item by item, which names the error."""
+    sent = list(map(msgspec.structs.astuple, items))
+    by_place = list(zip(*sent, strict=True))
+    plan = None
+    if sent and all(len(set(map(type, column))) == 1 for column in by_place):
+        plan = _plan(tuple(map(type, sent[0])), False)
+    columns = _columns(plan, by_place, len(sent)) if plan is not None else None
+    if columns is None:
+        return BatchFeed.of(
+            [resolve_batch(item, [*loc, index], partial=False) for index, item in enumerate(items)]
+        )
+    assert plan is not None
+    return BatchFeed(columns, keys=plan.keys, loc=loc)
+
+
+def _columns(
+    plan: _Plan, by_place: list[tuple[Any, ...]], count: int
+) -> dict[str, list[Any]] | None:
+    """The feed's columns by `plan`; None if a value breaks a rule."""
+    columns = {field: list(by_place[place]) for field, place in plan.picks}
+    for field in plan.texts:
+        stripped = [text.strip() for text in columns[field]]
+        if not all(stripped):
+            return None
+        columns[field] = stripped
+    for field in plan.instants:
+        years = [instant.year for instant in columns[field]]
+        if min(years) < MIN_YEAR or max(years) > MAX_YEAR:
+            return None
+        columns[field] = list(map(aware, columns[field]))
+    columns.setdefault("is_closed", [False] * count)
+    starts, ends = columns["shift_start"], columns["shift_end"]
+    if any(end < start for start, end in zip(starts, ends, strict=True)):
+        return None
+    return columns
+
+
 def _resolve_checked(item: BatchInput, loc: Loc, *, partial: bool) -> BatchFields:
     """resolve_batch field by field: raises the 422 that names what is wrong."""
     values: dict[str, Any] = {}
@@ -223,20 +300,20 @@ def _prefers_russian(item: BatchInput) -> bool:
     )
 
 
-class WorkCenterRef(msgspec.Struct):
+class WorkCenterRef(msgspec.Struct, gc=False):
     id: int
     identifier: str
     name: str
 
 
-class ProductBrief(msgspec.Struct):
+class ProductBrief(msgspec.Struct, gc=False):
     id: int
     unique_code: str
     is_aggregated: bool
     aggregated_at: dt.datetime | None
 
 
-class BatchBase(msgspec.Struct, kw_only=True):
+class BatchBase(msgspec.Struct, kw_only=True, gc=False):
     """The fields every batch response carries."""
 
     id: int

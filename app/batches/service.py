@@ -13,6 +13,7 @@ from sqlalchemy.orm import Bundle
 
 from app.batches.schemas import (
     BatchEvent,
+    BatchFeed,
     BatchFields,
     BatchFilters,
     BatchListItem,
@@ -118,57 +119,57 @@ _OVERWRITE_SQL = (
 )
 
 
-def _number_date_error(item: BatchFields, message: str) -> FieldError:
-    return FieldError(loc=[*item.loc, item.keys["batch_number"]], msg=message, type="duplicate")
+def _duplicate(feed: BatchFeed, index: int, message: str) -> FieldError:
+    return FieldError(loc=feed.loc(index, "batch_number"), msg=message, type="duplicate")
 
 
 async def create_batches(
-    session: AsyncSession, items: Sequence[BatchFields], *, overwrite: bool
+    session: AsyncSession, feed: BatchFeed, *, overwrite: bool
 ) -> tuple[list[BatchOut], int]:
     """Insert a 1C feed; returns the batches in input order and how many were new.
 
     Without `overwrite` any (batch_number, batch_date) already present, or sent twice, is a
     409 and nothing is written (the caller's transaction rolls back).
     """
-    seen: dict[tuple[int, dt.date], int] = {}
-    for index, item in enumerate(items):
-        key = (item.values["batch_number"], item.values["batch_date"])
-        if key in seen:
-            raise Conflict(
-                f"Batch {key[0]} of {key[1].isoformat()} appears twice in the request "
-                f"(items {seen[key]} and {index})",
-                [_number_date_error(item, "duplicate of an earlier item in this request")],
-            )
-        seen[key] = index
+    c = feed.columns
+    keys = list(zip(c["batch_number"], c["batch_date"], strict=True))
+    if len(set(keys)) < len(keys):
+        first: dict[tuple[int, dt.date], int] = {}
+        for index, key in enumerate(keys):
+            if key in first:
+                raise Conflict(
+                    f"Batch {key[0]} of {key[1].isoformat()} appears twice in the request "
+                    f"(items {first[key]} and {index})",
+                    [_duplicate(feed, index, "duplicate of an earlier item in this request")],
+                )
+            first[key] = index
 
+    # The last name sent for a work center wins.
     centers = await upsert_work_centers(
-        session,
-        {i.values["work_center_identifier"]: i.values["work_center_name"] for i in items},
+        session, dict(zip(c["work_center_identifier"], c["work_center_name"], strict=True))
     )
-    keys = list(seen)
     # Overwriting needs the rows it replaces (created vs updated, closed just now); a plain
     # feed learns of duplicates from the insert itself and reads them only to name them.
     existing = await _existing_batches(session, keys, lock=True) if overwrite else {}
 
     now = dt.datetime.now(dt.UTC)
-    values = [item.values for item in items]
-    rows = [
-        (
-            v["is_closed"],
-            now if v["is_closed"] else None,
-            v["task_description"],
-            centers[v["work_center_identifier"]].id,
-            v["shift"],
-            v["team"],
-            v["batch_number"],
-            v["batch_date"],
-            v["nomenclature"],
-            v["ekn_code"],
-            v["shift_start"],
-            v["shift_end"],
+    rows = list(
+        zip(
+            c["is_closed"],
+            [now if closed else None for closed in c["is_closed"]],
+            c["task_description"],
+            [centers[identifier].id for identifier in c["work_center_identifier"]],
+            c["shift"],
+            c["team"],
+            c["batch_number"],
+            c["batch_date"],
+            c["nomenclature"],
+            c["ekn_code"],
+            c["shift_start"],
+            c["shift_end"],
+            strict=True,
         )
-        for v in values
-    ]
+    )
     products = await _products_of(session, [row.id for row in existing.values()])
     # One statement over one array of records: a 1000-row VALUES list costs more to compile
     # than to execute. The response and the events are built while PostgreSQL inserts; the
@@ -178,7 +179,7 @@ async def create_batches(
             text(_INSERT_SQL + (_OVERWRITE_SQL if overwrite else _SKIP_SQL) + _RETURNED),
             {"rows": rows},
         ),
-        lambda: _unsaved(values, centers, now),
+        lambda: _unsaved(c, centers, now),
     )
     inserted = {
         (number, date): (batch_id, closed_at, created_at, updated_at)
@@ -186,15 +187,13 @@ async def create_batches(
     }
     if len(inserted) < len(keys):  # only without overwrite: these exist already
         taken = await _existing_batches(session, [k for k in keys if k not in inserted])
-        duplicates = [
-            i for i in items if (i.values["batch_number"], i.values["batch_date"]) in taken
-        ]
-        first = duplicates[0].values
+        duplicates = [index for index, key in enumerate(keys) if key in taken]
+        number, date = keys[duplicates[0]]
         raise Conflict(
-            f"Batch {first['batch_number']} of {first['batch_date'].isoformat()} already exists"
+            f"Batch {number} of {date.isoformat()} already exists"
             + (f" (and {len(duplicates) - 1} more)" if len(duplicates) > 1 else "")
             + "; send ?on_conflict=update to overwrite",
-            [_number_date_error(i, "batch already exists") for i in duplicates],
+            [_duplicate(feed, index, "batch already exists") for index in duplicates],
         )
     for batch, event in zip(batches, events, strict=True):
         batch_id, closed_at, created_at, updated_at = inserted[
@@ -222,33 +221,37 @@ async def create_batches(
 
 
 def _unsaved(
-    values: list[dict[str, Any]], centers: dict[str, WorkCenterRef], now: dt.datetime
+    columns: dict[str, list[Any]], centers: dict[str, WorkCenterRef], now: dt.datetime
 ) -> tuple[list[BatchOut], list[BatchEvent]]:
     """The response and event data of a feed from the values sent, as stored (times as UTC
     instants); id, closed_at, created_at and updated_at are placeholders until the insert
     returns them."""
     batches, events = [], []
-    for v in values:
-        fields = {
-            "id": 0,
-            "is_closed": v["is_closed"],
-            "closed_at": None,
-            "task_description": v["task_description"],
-            "work_center": centers[v["work_center_identifier"]],
-            "shift": v["shift"],
-            "team": v["team"],
-            "batch_number": v["batch_number"],
-            "batch_date": v["batch_date"],
-            "nomenclature": v["nomenclature"],
-            "ekn_code": v["ekn_code"],
-            "shift_start": v["shift_start"].astimezone(dt.UTC),
-            "shift_end": v["shift_end"].astimezone(dt.UTC),
-            "created_at": now,
-            "updated_at": now,
-        }
+    for row in zip(*(columns[name] for name in _SENT), strict=True):
+        fields: dict[str, Any] = dict(zip(_SENT, row, strict=True))
+        fields["work_center"] = centers[fields.pop("work_center_identifier")]
+        fields["shift_start"] = fields["shift_start"].astimezone(dt.UTC)
+        fields["shift_end"] = fields["shift_end"].astimezone(dt.UTC)
+        fields.update(id=0, closed_at=None, created_at=now, updated_at=now)
         batches.append(BatchOut(**fields, products=[]))
         events.append(BatchEvent(**fields, batch_id=0))
     return batches, events
+
+
+# The fields of a batch response taken from the values sent; the work center by identifier.
+_SENT = (
+    "is_closed",
+    "task_description",
+    "work_center_identifier",
+    "shift",
+    "team",
+    "batch_number",
+    "batch_date",
+    "nomenclature",
+    "ekn_code",
+    "shift_start",
+    "shift_end",
+)
 
 
 async def _existing_batches(

@@ -26,7 +26,7 @@ import msgspec
 from python_calamine import CalamineError, CalamineWorkbook
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.batches.schemas import BATCH_KEYS, BatchFields, BatchInput, resolve_batch
+from app.batches.schemas import BATCH_KEYS, BatchFeed, BatchFields, BatchInput, resolve_batch
 from app.batches.service import create_batches
 from app.config import Settings
 from app.errors import DomainError, FieldError, InputInvalid, loc_from_msgspec
@@ -413,5 +413,5 @@ async def write_rows(session: AsyncSession, rows: list[ParsedRow]) -> tuple[int,
     items = [row.batch for row in rows if row.batch is not None]
     if not items:
         return 0, 0
-    _, created = await create_batches(session, items, overwrite=True)
+    _, created = await create_batches(session, BatchFeed.of(items), overwrite=True)
     return created, len(items) - created

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.batches.schemas import BATCH_KEYS, BatchInput, _resolve_checked, resolve_batch
+from app.batches.schemas import (
+    BATCH_KEYS,
+    BatchFeed,
+    BatchInput,
+    _resolve_checked,
+    resolve_batch,
+    resolve_feed,
+)
 from app.errors import InputInvalid
 
 TEXT = st.sampled_from(["Линия 1", "  padded  ", " ", "", "x"])
@@ -81,3 +88,44 @@ def test_blank_text_is_named_by_its_key(blank: str) -> None:
     with pytest.raises(InputInvalid) as caught:
         resolve_batch(BatchInput(shift=blank), ["body"], partial=True)
     assert msgspec.to_builtins(caught.value.errors)[0]["loc"] == ["body", "shift"]
+
+
+@st.composite
+def feeds(draw: st.DrawFn) -> list[BatchInput]:
+    """Mostly one set of keys for every item (as 1C sends), sometimes a mix."""
+    if draw(st.booleans()):
+        return draw(st.lists(inputs(), min_size=1, max_size=5))
+    keys = {field: draw(st.sampled_from(names)) for field, names in BATCH_KEYS.items()}
+    closed = draw(st.booleans())
+    items = []
+    for _ in range(draw(st.integers(1, 5))):
+        sent = {
+            key: draw(VALUES.get(field, TEXT))
+            for field, key in keys.items()
+            if field != "is_closed" or closed
+        }
+        items.append(BatchInput(**sent))
+    return items
+
+
+def feed_outcome(resolve: Any, items: list[BatchInput]) -> Any:
+    try:
+        feed = resolve(items)
+    except InputInvalid as exc:
+        return ("invalid", exc.detail, msgspec.to_builtins(exc.errors))
+    # is_closed may be left out (defaulted): no key of its own to name.
+    named = [field for field in BATCH_KEYS if field != "is_closed"]
+    locs = [[feed.loc(i, field) for field in named] for i in range(len(items))]
+    return (feed.columns, locs)
+
+
+@settings(max_examples=500, deadline=None)
+@given(feeds())
+def test_a_feed_resolved_by_column_answers_as_item_by_item(items: list[BatchInput]) -> None:
+    def item_by_item(feed: list[BatchInput]) -> BatchFeed:
+        return BatchFeed.of(
+            [resolve_batch(item, ["body", i], partial=False) for i, item in enumerate(feed)]
+        )
+
+    by_column = feed_outcome(lambda feed: resolve_feed(feed, ["body"]), items)
+    assert by_column == feed_outcome(item_by_item, items)
