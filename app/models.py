@@ -153,7 +153,8 @@ class Task(Base):
     checkpoint: Mapped[Any | None] = mapped_column(JSONB)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     max_attempts: Mapped[int] = mapped_column(Integer, default=4, server_default="4")
-    params: Mapped[Any] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    # json, not jsonb: written once, read once by the claim (migration 0007).
+    params: Mapped[Any] = mapped_column(JSON, default=dict, server_default=text("'{}'::json"))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(TZDateTime, server_default=func.now())
     started_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)

@@ -33,8 +33,12 @@ ROOT = Path(__file__).resolve().parent
 
 def run_suite(name: str, out: Path) -> None:
     """Child mode: run one suite and write its raw figures as JSON to `out`."""
+    import gc
     import importlib
 
+    # The client's own pauses are not the service's time: no cyclic collections in the
+    # measuring process (as timeit does); a suite runs for seconds, in its own interpreter.
+    gc.disable()
     figures = importlib.import_module(f"bench.bench_{name}").run()
     out.write_text(json.dumps(figures, ensure_ascii=False))
 

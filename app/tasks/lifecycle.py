@@ -137,7 +137,10 @@ async def claim(lock: TaskLock) -> Claim | None:
         )
     if status == TaskStatus.STARTED:
         log.info("task taken over from a worker that is gone")
-    return Claim(row["params"] or {}, row["checkpoint"], row["attempts"], row["max_attempts"])
+    # params are json (text to asyncpg, decoded here); the checkpoint is jsonb (the lock
+    # connection's codec decodes it).
+    params = msgspec.json.decode(row["params"]) if row["params"] else {}
+    return Claim(params, row["checkpoint"], row["attempts"], row["max_attempts"])
 
 
 async def heartbeat(connection: asyncpg.Connection, task_id: uuid.UUID, attempt: int) -> bool:
