@@ -34,7 +34,8 @@ PROBLEM_TYPE_BASE = "https://production-control.local/problems/"
 
 Loc = list[str | int]
 
-# PostgreSQL text cannot hold NUL characters: string fields refuse them with this pattern.
+# PostgreSQL text cannot hold NUL characters. Text fields document this pattern; a JSON body
+# is checked for NUL once, as a whole (decode_body), not by a regex per string.
 NO_NUL = r"^[^\x00]*$"
 NUL_MESSAGE = "must not contain NUL characters"
 # The end of the text in Python's re and in ECMA-262 alike: Python's `$` also matches before
@@ -245,6 +246,15 @@ def decode_body(body: bytes, annotation: Any) -> Any:
     # the untyped decode that could recurse.
     if type_depth(annotation) > MAX_JSON_DEPTH and nesting_exceeds(body):
         raise msgspec.DecodeError(TOO_DEEP)
+    # JSON carries NUL only as the escape \u0000: a body without it needs no search.
+    if b"\\u0000" in body:
+        if nesting_exceeds(body):  # the untyped decode below recurses
+            raise msgspec.DecodeError(TOO_DEEP)
+        if (path := nul_path(msgspec.json.decode(body))) is not None:
+            # As msgspec words a pattern mismatch, so it reaches the client like any other.
+            raise msgspec.ValidationError(
+                f"Expected `str` matching regex {NO_NUL!r} - at `${path}`"
+            )
     try:
         return msgspec.json.decode(body, type=annotation)
     except msgspec.ValidationError:
@@ -254,6 +264,24 @@ def decode_body(body: bytes, annotation: Any) -> Any:
         # at all: malformed JSON is reported as such (DecodeError) first.
         document = msgspec.json.decode(body)
         return msgspec.convert(_integral_numbers_as_integers(document), annotation)
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """The path (msgspec's notation) of the first string, value or key, holding NUL."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := nul_path(item, f"{path}[{index}]")) is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            step = f"{path}.{key}" if "." not in key and "[" not in key else f'{path}["{key}"]'
+            if "\x00" in key:
+                return step
+            if (found := nul_path(item, step)) is not None:
+                return found
+    return None
 
 
 def _integral_numbers_as_integers(value: Any) -> Any:

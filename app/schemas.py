@@ -25,11 +25,13 @@ Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size (1..1000)
 # states both rules as one pattern (app.openapi puts DOCUMENTED_TEXT where it finds this mark).
 NOT_BLANK_MARK = "x-not-blank"
 NOT_BLANK = {NOT_BLANK_MARK: True}
+# No `pattern` for msgspec to check: a regex per string cost 24 ms for 100,000 codes, and
+# app.errors.decode_body refuses NUL once per body instead (the same 422 at the same path).
 NonEmptyText = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL, extra_json_schema=NOT_BLANK)
+    str, msgspec.Meta(min_length=1, max_length=255, extra_json_schema=NOT_BLANK)
 ]
 LongText = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=10_000, pattern=NO_NUL, extra_json_schema=NOT_BLANK)
+    str, msgspec.Meta(min_length=1, max_length=10_000, extra_json_schema=NOT_BLANK)
 ]
 TextFilter = Annotated[str | None, Parameter(pattern=NO_NUL, description="Exact match")]
 Int32 = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT32)]

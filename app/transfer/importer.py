@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.batches.schemas import BATCH_KEYS, BatchFeed, BatchFields, BatchInput, resolve_batch
 from app.batches.service import create_batches
 from app.config import Settings
-from app.errors import DomainError, FieldError, InputInvalid, loc_from_msgspec
+from app.errors import NUL_MESSAGE, DomainError, FieldError, InputInvalid, loc_from_msgspec
 from app.transfer.schemas import ImportFormat
 
 CHUNK_ROWS: Final = 1_000
@@ -350,6 +350,8 @@ def _row_batch(columns: list[Column], cells: list[Any]) -> BatchFields:
         value = cells[column.index] if column.index < len(cells) else None
         if value is None or (isinstance(value, str) and not value.strip()):
             continue  # an empty cell is a missing field
+        if isinstance(value, str) and "\x00" in value:
+            raise InputInvalid.at(["row", column.key], NUL_MESSAGE)
         values[column.key] = _cell(column.field, value)
     try:
         item = msgspec.convert(values, BatchInput, strict=False)

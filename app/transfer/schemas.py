@@ -12,6 +12,9 @@ from app.errors import NO_NUL
 from app.reports.schemas import FileResult
 from app.schemas import Int32
 
+# Documented; refused once per body by app.errors.decode_body.
+_NO_NUL = {"pattern": NO_NUL}
+
 ImportFormat = Literal["xlsx", "csv"]
 ExportFormat = Literal["excel", "csv"]
 
@@ -26,9 +29,12 @@ class ExportFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     batch_date_to: dt.date | None = None
     work_center_id: Int32 | None = None
     # Filters match exactly, a blank one too (as GET /batches does).
-    shift: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)] | None = None
+    shift: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=255, extra_json_schema=_NO_NUL)] | None
+    ) = None
     nomenclature: (
-        Annotated[str, msgspec.Meta(min_length=1, max_length=10_000, pattern=NO_NUL)] | None
+        Annotated[str, msgspec.Meta(min_length=1, max_length=10_000, extra_json_schema=_NO_NUL)]
+        | None
     ) = None
 
     def to_batch_filters(self) -> BatchFilters:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from app.errors import END, NO_NUL, plain_pattern
+from app.errors import END, plain_pattern
 from app.outbox import EVENTS
 from app.schemas import NOT_BLANK
 
@@ -92,7 +92,6 @@ SecretKey = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=1024,
-        pattern=NO_NUL,
         extra_json_schema=NOT_BLANK,  # check_secret refuses a blank key
         description=(
             "HMAC key (write-only, never returned). `whsec_<base64>` keys are base64-decoded "

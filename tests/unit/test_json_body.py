@@ -7,9 +7,11 @@ import math
 from typing import Annotated, Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.errors import NUL_MESSAGE, decode_body, loc_from_msgspec, nul_path
 from app.json_depth import nesting_exceeds, type_depth
 
 # Strings full of what the check must see through: brackets, quotes and escapes.
@@ -59,3 +61,24 @@ def test_type_depth_is_finite_only_for_types_that_cannot_nest_further() -> None:
     assert type_depth(Leaf | None) == 2
     assert type_depth(dict[str, Any]) == math.inf
     assert type_depth(Tree) == math.inf
+
+
+class Named(msgspec.Struct):
+    names: list[str]
+
+
+def test_nul_is_refused_once_per_body_at_its_path() -> None:
+    body = b'{"names": ["a", "b\\u0000c"]}'
+    with pytest.raises(msgspec.ValidationError) as caught:
+        decode_body(body, Named)
+    assert loc_from_msgspec(str(caught.value)) == (["body", "names", 1], NUL_MESSAGE)
+
+
+def test_a_backslash_before_u0000_is_no_nul() -> None:
+    assert decode_body(b'{"names": ["\\\\u0000"]}', Named) == Named(["\\u0000"])
+
+
+def test_nul_path_names_keys_and_values() -> None:
+    assert nul_path({"a": [{"b": "x"}, {"c\x00": 1}]}) == ".a[1].c\x00"
+    assert nul_path({"a.b": ["\x00"]}) == '["a.b"][0]'
+    assert nul_path(["ok", {"k": "fine"}]) is None
