@@ -55,8 +55,8 @@ def server() -> Iterator[Receiver]:
 @pytest.fixture(scope="module", autouse=True)
 async def _client_sessions(server: Receiver) -> AsyncIterator[None]:
     """The tests here that deliver in-process pool HTTP sessions on the tests' event loop:
-    closed before it ends (and before the receiver stops), or pytest exits with
-    "Unclosed client session" and "Unclosed connector"."""
+    closed before it ends (and before the receiver stops), not left open for the garbage
+    collector to report as "Unclosed client session" and "Unclosed connector"."""
     yield
     await close_client_sessions()
 
