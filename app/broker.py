@@ -4,6 +4,7 @@ worker command (workers/__main__.py) names it as `app.broker:broker`."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import multiprocessing
 import os
@@ -11,6 +12,8 @@ import signal
 import sys
 
 import dramatiq
+import structlog
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.asyncio import AsyncIO
@@ -19,8 +22,13 @@ from app.config import get_settings
 from app.logging import configure_logging
 from app.tasks.context import shutting_down
 from app.tasks.kinds import MAX_PRIORITY, QUEUES
+from app.webhooks.delivery import close_client_sessions
+
+log = structlog.get_logger(__name__)
 
 PR_SET_PDEATHSIG = 1
+# Bounds the close of the webhook HTTP sessions at worker shutdown (TLS goodbyes included).
+CLOSE_SESSIONS_TIMEOUT = 10.0
 # The kernel's signal when the master dies. Not SIGTERM itself: a dramatiq worker process
 # takes a second SIGTERM as "abandon the messages and exit", and both the kernel and the
 # check below may fire for one death; this signal's handler sends the one SIGTERM.
@@ -53,7 +61,8 @@ def _stop_with_master() -> None:
 
 class WorkerSetup(Middleware):
     """Structured logs in every worker process; worker processes stop with their master;
-    running tasks learn when their worker process is stopping."""
+    running tasks learn when their worker process is stopping; the webhook HTTP sessions are
+    closed when it has stopped."""
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         _stop_with_master()
@@ -66,6 +75,19 @@ class WorkerSetup(Middleware):
         # Emitted before dramatiq stops and joins its worker threads; the event loop thread
         # (AsyncIO middleware) lives until after_worker_shutdown, so tasks can still clean up.
         shutting_down.set()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # The worker threads are joined by now (or gave up after the shutdown timeout), so no
+        # delivery starts again. The AsyncIO middleware, added before this one, stops the loop
+        # in its own after_worker_shutdown, which dramatiq calls after this (reverse order):
+        # the webhook sessions made on that loop can still be closed on it.
+        loop_thread = get_event_loop_thread()
+        if loop_thread is not None and loop_thread.loop.is_running():
+            closed = loop_thread.run_coroutine(
+                asyncio.wait_for(close_client_sessions(), CLOSE_SESSIONS_TIMEOUT)
+            )
+            if closed:
+                log.info("webhook client sessions closed", count=closed)
 
 
 broker = RabbitmqBroker(

@@ -178,19 +178,29 @@ def _die_with_parent() -> None:
 class WorkerGroup:
     """Real `python -m workers` processes against the test database and vhost."""
 
-    def __init__(self, queues: list[str], extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        queues: list[str],
+        extra_env: dict[str, str] | None = None,
+        output: Path | None = None,
+    ) -> None:
         self.queues = queues
         self.env = {**os.environ, **test_environment(), **(extra_env or {})}
+        self.output = output  # the processes' stdout and stderr, else the test run's
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerGroup:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers", "--queues", *self.queues],
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        with contextlib.ExitStack() as stack:
+            sink = stack.enter_context(self.output.open("wb")) if self.output else None
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "workers", "--queues", *self.queues],
+                cwd=ROOT,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                stdout=sink,
+                stderr=subprocess.STDOUT if sink else None,
+            )
         time.sleep(0.5)
         return self
 

@@ -137,7 +137,8 @@ class _ClientPool:
 
     def __init__(self) -> None:
         self._sessions: OrderedDict[str, aiohttp.ClientSession] = OrderedDict()
-        self._closing: set[asyncio.Task[None]] = set()
+        # Evicted sessions by the task that closes each later.
+        self._closing: dict[asyncio.Task[None], aiohttp.ClientSession] = {}
         self._tls = _tls_context()
 
     def get(self, key: str) -> aiohttp.ClientSession:
@@ -157,15 +158,34 @@ class _ClientPool:
         while len(self._sessions) > self.SIZE:
             _, evicted = self._sessions.popitem(last=False)
             closing = asyncio.get_running_loop().create_task(self._close_later(evicted))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self._closing[closing] = evicted
+            closing.add_done_callback(self._forget)
         return session
+
+    def _forget(self, closing: asyncio.Task[None]) -> None:
+        self._closing.pop(closing, None)
 
     @staticmethod
     async def _close_later(session: aiohttp.ClientSession) -> None:
         # A request may still be using the evicted session: close it after the longest deadline.
         await asyncio.sleep(MAX_TIMEOUT_SECONDS)
         await session.close()
+
+    async def close(self) -> int:
+        """Close every session, the evicted ones too, and wait until they are closed; returns
+        how many. For when the loop's deliveries are over: a request still running fails.
+        """
+        closing = list(self._closing)
+        sessions = [*self._sessions.values(), *self._closing.values()]
+        self._sessions.clear()
+        # Closed here rather than by their tasks: a task cancelled before it started never
+        # runs. Closing a session twice (its task was already closing it) is harmless.
+        for task in closing:
+            task.cancel()
+        await asyncio.gather(
+            *(session.close() for session in sessions), *closing, return_exceptions=True
+        )
+        return len(sessions)
 
 
 _pools: dict[asyncio.AbstractEventLoop, _ClientPool] = {}
@@ -178,6 +198,18 @@ def _session_for(url: URL) -> aiohttp.ClientSession:
             del _pools[stale]
         _pools[loop] = _ClientPool()
     return _pools[loop].get(f"{url.scheme}://{url.raw_host}")
+
+
+async def close_client_sessions() -> int:
+    """Close the pooled sessions of the running loop; call it before the loop ends.
+
+    A session belongs to the loop it was made on and can only be closed there, so each loop
+    closes its own: the worker's at shutdown (app.broker), a test's at its teardown. Unclosed,
+    they leave "Unclosed client session" behind and their connections are never shut down
+    cleanly. Returns how many sessions were closed; a later delivery starts a new pool.
+    """
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    return 0 if pool is None else await pool.close()
 
 
 class Resolver:

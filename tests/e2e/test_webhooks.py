@@ -11,22 +11,25 @@ import ipaddress
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 from standardwebhooks.webhooks import Webhook
+from yarl import URL
 
 from app.config import get_settings
 from app.db import transaction
 from app.models import OutboxMessage, WebhookDelivery
 from app.outbox import EVENTS, enqueue_task
+from app.webhooks import delivery as webhook_delivery
 from app.webhooks.delivery import (
     BATCH_SIZE,
     LEASE_MARGIN_SECONDS,
     Outcome,
     claim,
+    close_client_sessions,
     deliver,
     deliver_batch,
 )
@@ -47,6 +50,15 @@ def server() -> Iterator[Receiver]:
     receiver = Receiver().start()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _client_sessions(server: Receiver) -> AsyncIterator[None]:
+    """The tests here that deliver in-process pool HTTP sessions on the tests' event loop:
+    closed before it ends (and before the receiver stops), not left open for the garbage
+    collector to report as "Unclosed client session" and "Unclosed connector"."""
+    yield
+    await close_client_sessions()
 
 
 @pytest.fixture
@@ -283,6 +295,35 @@ async def test_duplicate_messages_send_once(client, receiver):
     assert sorted(o.status for o in outcomes) == ["skipped", "skipped", "success"]
     assert (await deliver(delivery_id)).status == "skipped"  # already successful
     assert len(receiver.requests("/once")) == 1
+
+
+async def test_closing_the_client_sessions_closes_pooled_and_evicted_ones(
+    client, receiver, monkeypatch
+):
+    """What a worker does at shutdown: every session of the loop's pool is closed, those
+    evicted and still waiting out a request's deadline too, and the pool is gone."""
+    await close_client_sessions()  # from empty: earlier tests may have pooled sessions
+    hook = await subscribe(client, receiver.url("/pooled"))
+    assert (await deliver(await add_pending_delivery(hook["id"]))).status == "success"
+    loop = asyncio.get_running_loop()
+    pool = webhook_delivery._pools[loop]
+    [receivers] = pool._sessions.values()  # with a keep-alive connection to the receiver
+    monkeypatch.setattr(webhook_delivery._ClientPool, "SIZE", 1)
+    # A second host evicts the receiver's session.
+    other = webhook_delivery._session_for(URL("http://other.invalid/hook"))
+    assert not receivers.closed  # closed only after the longest request deadline
+    assert len(pool._closing) == 1
+
+    assert await close_client_sessions() == 2
+
+    assert receivers.closed
+    assert other.closed
+    assert not pool._closing
+    assert loop not in webhook_delivery._pools
+    assert await close_client_sessions() == 0
+    # A later delivery on the loop starts a new pool.
+    assert (await deliver(await add_pending_delivery(hook["id"]))).status == "success"
+    assert webhook_delivery._pools[loop] is not pool
 
 
 async def test_redirects_are_not_followed(client, receiver):
