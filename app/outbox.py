@@ -159,6 +159,24 @@ async def emit_events(session: AsyncSession, event: str, items: Sequence[Any]) -
     )
 
 
+# Every event the outbox holds, one row each: (outbox_id, n, id, event, created_at, data,
+# published_at). A group's items get an id derived from their row and place, the same
+# however often the row is read (the webhook fan-out, diagnostics); rows written before
+# groups hold one event, {"id", "event", "created_at", "data"}, and keep their id.
+OUTBOX_EVENTS = """
+    SELECT o.id AS outbox_id, i.n,
+           COALESCE(CAST(o.payload ->> 'id' AS uuid), CAST(md5(o.id || '/' || i.n) AS uuid))
+               AS id,
+           o.event_type AS event, o.payload -> 'created_at' AS created_at, i.data,
+           o.published_at
+    FROM outbox o
+    CROSS JOIN LATERAL json_array_elements(
+        COALESCE(o.payload -> 'items', json_build_array(o.payload -> 'data'))
+    ) WITH ORDINALITY AS i(data, n)
+    WHERE o.topic = 'event'
+"""
+
+
 async def emit_event(session: AsyncSession, event: str, data: dict[str, Any]) -> None:
     await emit_events(session, event, [data])
 

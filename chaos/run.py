@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from app.outbox import OUTBOX_EVENTS
 from app.tasks.locks import TASK_LOCK_APPLICATION
 from chaos import stack as processes
 from chaos.stack import API_PROGRAMS, SCHEDULER_PROGRAMS, WORKER_QUEUES
@@ -356,9 +357,8 @@ async def check(
         # Events: every committed event to every subscription committed before the relay fanned
         # the event out (published_at; a second's margin for the clocks of two processes).
         events = await connection.fetch(
-            "SELECT payload ->> 'id' AS id, event_type, "
-            "EXTRACT(EPOCH FROM published_at)::float8 AS fanned_out FROM outbox "
-            "WHERE topic = 'event'"
+            "SELECT id::text AS id, event AS event_type, "
+            f"EXTRACT(EPOCH FROM published_at)::float8 AS fanned_out FROM ({OUTBOX_EVENTS}) e"
         )
         received = {(r.path, r.headers.get("webhook-id")) for r in receiver.requests()}
         expected = {

@@ -10,6 +10,7 @@ from sqlalchemy import text, update
 
 from app.db import transaction
 from app.models import Task
+from app.outbox import OUTBOX_EVENTS
 from app.tasks.kinds import TASK_QUEUES
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
@@ -123,12 +124,7 @@ async def event_types() -> list[str]:
     """Outbox events written so far, oldest first."""
     async with transaction() as session:
         rows = await session.execute(
-            # An outbox row holds a group of events of one type (app.outbox.emit_events).
-            text(
-                "SELECT o.event_type FROM outbox o CROSS JOIN LATERAL "
-                "json_array_elements(o.payload -> 'items') WITH ORDINALITY AS i(data, n) "
-                "WHERE o.topic = 'event' ORDER BY o.id, i.n"
-            )
+            text(f"SELECT event FROM ({OUTBOX_EVENTS}) e ORDER BY outbox_id, n")
         )
         return list(rows.scalars().all())
 

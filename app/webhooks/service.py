@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import get_settings
 from app.errors import BusinessRuleViolation, Conflict, InputInvalid, Loc, NotFound
 from app.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
+from app.outbox import OUTBOX_EVENTS
 from app.webhooks.delivery import enqueue_deliveries
 from app.webhooks.schemas import (
     PING_EVENT,
@@ -322,26 +323,15 @@ def _iso(value: dt.datetime | None) -> str:
 
 # --- fan-out (in the outbox relay) and the retry sweep (retry_failed_webhooks) --------------
 
-# An outbox event row holds a group, {"event", "created_at", "items"} (app.outbox.emit_events).
-# Each item becomes one event whose id is derived from the row and the item's place, so it
-# is the same however often the row is handled. Rows written before groups hold one event,
-# {"id", "event", "created_at", "data"}, and keep their id.
+# The events of the relay's rows (app.outbox.OUTBOX_EVENTS), those with a subscriber only.
 _FAN_OUT = text(
-    """
-    WITH events AS (
-        SELECT COALESCE(CAST(o.payload ->> 'id' AS uuid), CAST(md5(o.id || '/' || i.n) AS uuid))
-                   AS id,
-               o.event_type AS event, o.payload -> 'created_at' AS created_at, i.data,
-               o.id AS outbox_id, i.n
-        FROM outbox o
-        CROSS JOIN LATERAL json_array_elements(
-            COALESCE(o.payload -> 'items', json_build_array(o.payload -> 'data'))
-        ) WITH ORDINALITY AS i(data, n)
-        WHERE o.id = ANY(CAST(:outbox_ids AS bigint[]))
-          AND EXISTS (
-              SELECT FROM webhook_subscriptions s
-              WHERE s.is_active AND o.event_type = ANY(s.events)
-          )
+    f"""
+    WITH events AS ({OUTBOX_EVENTS}
+        AND o.id = ANY(CAST(:outbox_ids AS bigint[]))
+        AND EXISTS (
+            SELECT FROM webhook_subscriptions s
+            WHERE s.is_active AND o.event_type = ANY(s.events)
+        )
     )
     INSERT INTO webhook_deliveries
         (subscription_id, event_id, event_type, payload, status, attempts, next_attempt_at)
