@@ -244,7 +244,8 @@ def decode_body(body: bytes, annotation: Any) -> Any:
     # Only a type that can hold deep nesting needs the check before decoding; for the rest
     # a successful decode proves the body shallow, and a failed one is checked below, before
     # the untyped decode that could recurse.
-    if type_depth(annotation) > MAX_JSON_DEPTH and nesting_exceeds(body):
+    decoder, depth = _decoder(annotation)
+    if depth > MAX_JSON_DEPTH and nesting_exceeds(body):
         raise msgspec.DecodeError(TOO_DEEP)
     # JSON carries NUL only as the escape \u0000: a body without it needs no search.
     if b"\\u0000" in body:
@@ -256,7 +257,7 @@ def decode_body(body: bytes, annotation: Any) -> Any:
                 f"Expected `str` matching regex {NO_NUL!r} - at `${path}`"
             )
     try:
-        return msgspec.json.decode(body, type=annotation)
+        return decoder.decode(body)
     except msgspec.ValidationError:
         if nesting_exceeds(body):
             raise msgspec.DecodeError(TOO_DEEP) from None
@@ -264,6 +265,23 @@ def decode_body(body: bytes, annotation: Any) -> Any:
         # at all: malformed JSON is reported as such (DecodeError) first.
         document = msgspec.json.decode(body)
         return msgspec.convert(_integral_numbers_as_integers(document), annotation)
+
+
+# annotation id -> (the annotation, its decoder, how deep it can nest). By identity, not
+# hash: a handler's body annotation holds Litestar's Body(...) kwarg, whose hash walks it
+# with dataclasses.asdict, and msgspec.json.decode(type=...) hashed it on every request (a
+# fifth of a single-product request's CPU).
+_DECODERS: dict[int, tuple[Any, msgspec.json.Decoder[Any], float]] = {}
+
+
+def _decoder(annotation: Any) -> tuple[msgspec.json.Decoder[Any], float]:
+    known = _DECODERS.get(id(annotation))
+    if known is None or known[0] is not annotation:
+        if len(_DECODERS) > 1024:  # handlers' annotations are few; anything else is a test
+            _DECODERS.clear()
+        known = (annotation, msgspec.json.Decoder(annotation), type_depth(annotation))
+        _DECODERS[id(annotation)] = known
+    return known[1], known[2]
 
 
 def nul_path(value: Any, path: str = "") -> str | None:

@@ -8,7 +8,6 @@ but a body that decoded into a type which cannot nest that deep needs no check a
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from typing import Any
@@ -46,7 +45,6 @@ def nesting_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return _INNERMOST_PAIR.search(brackets) is not None
 
 
-@functools.lru_cache(maxsize=256)
 def type_depth(annotation: Any) -> float:
     """How many levels of arrays/objects a value decoded as `annotation` can have (math.inf
     for Any, raw JSON or a type that contains itself)."""
