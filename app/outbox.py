@@ -159,22 +159,31 @@ async def emit_events(session: AsyncSession, event: str, items: Sequence[Any]) -
     )
 
 
-# Every event the outbox holds, one row each: (outbox_id, n, id, event, created_at, data,
-# published_at). A group's items get an id derived from their row and place, the same
-# however often the row is read (the webhook fan-out, diagnostics); rows written before
-# groups hold one event, {"id", "event", "created_at", "data"}, and keep their id.
-OUTBOX_EVENTS = """
-    SELECT o.id AS outbox_id, i.n,
-           COALESCE(CAST(o.payload ->> 'id' AS uuid), CAST(md5(o.id || '/' || i.n) AS uuid))
-               AS id,
-           o.event_type AS event, o.payload -> 'created_at' AS created_at, i.data,
-           o.published_at
-    FROM outbox o
-    CROSS JOIN LATERAL json_array_elements(
-        COALESCE(o.payload -> 'items', json_build_array(o.payload -> 'data'))
-    ) WITH ORDINALITY AS i(data, n)
-    WHERE o.topic = 'event'
-"""
+def outbox_events(where: str = "TRUE") -> str:
+    """SQL for every event of the outbox rows matching `where` (on `o`), one row each:
+    (outbox_id, n, id, event, created_at, data, published_at).
+
+    A group's items get an id derived from their row and place, the same however often the
+    row is read (the webhook fan-out, diagnostics); rows written before groups hold one
+    event, {"id", "event", "created_at", "data"}, and keep their id. The payload is json
+    (text): each `->` parses it, so a row's fields are taken once (OFFSET 0 keeps the
+    planner from moving them into the per-item select), not once per item.
+    """
+    return f"""
+    SELECT g.outbox_id, i.n,
+           COALESCE(g.single_id, CAST(md5(g.outbox_id || '/' || i.n) AS uuid)) AS id,
+           g.event, g.created_at, i.data, g.published_at
+    FROM (
+        SELECT o.id AS outbox_id, o.event_type AS event, o.published_at,
+               CAST(o.payload ->> 'id' AS uuid) AS single_id,
+               o.payload -> 'created_at' AS created_at,
+               COALESCE(o.payload -> 'items', json_build_array(o.payload -> 'data')) AS items
+        FROM outbox o
+        WHERE o.topic = 'event' AND ({where})
+        OFFSET 0
+    ) g
+    CROSS JOIN LATERAL json_array_elements(g.items) WITH ORDINALITY AS i(data, n)
+    """
 
 
 async def emit_event(session: AsyncSession, event: str, data: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app.outbox import OUTBOX_EVENTS
+from app.outbox import outbox_events
 from app.tasks.locks import TASK_LOCK_APPLICATION
 from chaos import stack as processes
 from chaos.stack import API_PROGRAMS, SCHEDULER_PROGRAMS, WORKER_QUEUES
@@ -358,7 +358,7 @@ async def check(
         # the event out (published_at; a second's margin for the clocks of two processes).
         events = await connection.fetch(
             "SELECT id::text AS id, event AS event_type, "
-            f"EXTRACT(EPOCH FROM published_at)::float8 AS fanned_out FROM ({OUTBOX_EVENTS}) e"
+            f"EXTRACT(EPOCH FROM published_at)::float8 AS fanned_out FROM ({outbox_events()}) e"
         )
         received = {(r.path, r.headers.get("webhook-id")) for r in receiver.requests()}
         expected = {

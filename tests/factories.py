@@ -10,7 +10,7 @@ from sqlalchemy import text, update
 
 from app.db import transaction
 from app.models import Task
-from app.outbox import OUTBOX_EVENTS
+from app.outbox import outbox_events
 from app.tasks.kinds import TASK_QUEUES
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
@@ -124,7 +124,7 @@ async def event_types() -> list[str]:
     """Outbox events written so far, oldest first."""
     async with transaction() as session:
         rows = await session.execute(
-            text(f"SELECT event FROM ({OUTBOX_EVENTS}) e ORDER BY outbox_id, n")
+            text(f"SELECT event FROM ({outbox_events()}) e ORDER BY outbox_id, n")
         )
         return list(rows.scalars().all())
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import get_settings
 from app.errors import BusinessRuleViolation, Conflict, InputInvalid, Loc, NotFound
 from app.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
-from app.outbox import OUTBOX_EVENTS
+from app.outbox import outbox_events
 from app.webhooks.delivery import enqueue_deliveries
 from app.webhooks.schemas import (
     PING_EVENT,
@@ -323,16 +323,16 @@ def _iso(value: dt.datetime | None) -> str:
 
 # --- fan-out (in the outbox relay) and the retry sweep (retry_failed_webhooks) --------------
 
-# The events of the relay's rows (app.outbox.OUTBOX_EVENTS), those with a subscriber only.
+# The events of the relay's rows (app.outbox.outbox_events), those with a subscriber only.
 _FAN_OUT = text(
     f"""
-    WITH events AS ({OUTBOX_EVENTS}
-        AND o.id = ANY(CAST(:outbox_ids AS bigint[]))
-        AND EXISTS (
-            SELECT FROM webhook_subscriptions s
-            WHERE s.is_active AND o.event_type = ANY(s.events)
+    WITH events AS ({
+        outbox_events(
+            "o.id = ANY(CAST(:outbox_ids AS bigint[])) AND EXISTS ("
+            " SELECT FROM webhook_subscriptions s"
+            " WHERE s.is_active AND o.event_type = ANY(s.events))"
         )
-    )
+    })
     INSERT INTO webhook_deliveries
         (subscription_id, event_id, event_type, payload, status, attempts, next_attempt_at)
     SELECT s.id, e.id, e.event,

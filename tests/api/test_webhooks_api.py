@@ -376,6 +376,37 @@ async def test_fan_out_matches_active_subscriptions(client):
     assert created[0].event_id == created[1].event_id  # one event, two subscribers
 
 
+async def test_fan_out_gives_a_group_one_event_per_item_and_keeps_old_single_rows(client):
+    """A group row becomes one event per item, each with its own id; a row written before
+    groups ({id, event, created_at, data}) keeps its id."""
+    hook = await create_webhook(client, events=["batch_created"])
+    legacy_id = str(uuid.uuid4())
+    async with transaction() as session:
+        session.add(
+            OutboxMessage(
+                topic="event",
+                event_type="batch_created",
+                payload={
+                    "id": legacy_id,
+                    "event": "batch_created",
+                    "created_at": "2026-01-01T00:00:00+00:00",
+                    "data": {"batch_id": 0},
+                },
+            )
+        )
+    feed = await client.post("/api/v1/batches", json=[shift_task_en(1), shift_task_en(2)])
+    assert feed.status_code == 201, feed.text
+    rows = await wait_for_deliveries(3)
+    assert {r.subscription_id for r in rows} == {hook["id"]}
+    by_batch = {r.payload["data"]["batch_id"]: r for r in rows}
+    assert sorted(by_batch) == sorted([0, *(b["id"] for b in feed.json())])
+    assert str(by_batch[0].event_id) == legacy_id
+    assert len({r.event_id for r in rows}) == 3
+    for row in rows:
+        assert row.payload["id"] == str(row.event_id)
+        assert row.payload["event"] == "batch_created"
+
+
 async def test_fan_out_sends_one_message_per_batch_of_deliveries(client):
     """A burst of events costs one deliver_webhook message per BATCH_SIZE deliveries."""
     hook = await create_webhook(client, events=["batch_created"])

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from app.outbox import OUTBOX_EVENTS, emit_events
+from app.outbox import emit_events, outbox_events
 from tests import support
 from tests.webhook_receiver import Receiver
 
@@ -76,7 +76,7 @@ async def subscribe_and_emit(
 async def event_ids(sessions: async_sessionmaker[AsyncSession]) -> set[str]:
     """The id of every event in the outbox, as the fan-out names them."""
     async with sessions() as session:
-        rows = await session.execute(text(f"SELECT id::text FROM ({OUTBOX_EVENTS}) e"))
+        rows = await session.execute(text(f"SELECT id::text FROM ({outbox_events()}) e"))
         return set(rows.scalars().all())
 
 

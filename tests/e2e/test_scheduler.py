@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import text
 
 from app.db import transaction
-from app.outbox import OUTBOX_EVENTS
+from app.outbox import outbox_events
 from app.schedule.leader_lock import APPLICATION_PREFIX, LEADER_LOCK_KEY
 from app.schedule.plan import SCHEDULE
 from tests import support
@@ -298,7 +298,7 @@ async def test_scheduler_run_closes_expired_batches(client, workers):
     kept = (await client.get(f"/api/v1/batches/{closed['id']}")).json()
     assert kept["closed_at"] == closed["closed_at"]
     events = await query(
-        f"SELECT (data->>'batch_id')::int FROM ({OUTBOX_EVENTS}) e "
+        f"SELECT (data->>'batch_id')::int FROM ({outbox_events()}) e "
         "WHERE event = 'batch_closed' ORDER BY 1"
     )
     assert [row[0] for row in events] == [expired["id"], also_expired["id"]]
