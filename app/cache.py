@@ -458,10 +458,11 @@ async def _wait(event: asyncio.Event, timeout: float) -> None:
 
 
 def cache_status_header(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware: `X-Cache` tells which path a cached endpoint took."""
+    """ASGI middleware: `X-Cache` tells which path a cached endpoint took (GETs only: no
+    other method reads through the cache)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             await app(scope, receive, send)
             return
         holder: list[str] = []
