@@ -462,7 +462,7 @@ def cache_status_header(app: ASGIApp) -> ASGIApp:
     other method reads through the cache)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
             await app(scope, receive, send)
             return
         holder: list[str] = []

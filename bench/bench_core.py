@@ -48,8 +48,8 @@ def run() -> dict[str, Any]:
         # warm-up: connections, prepared statements, queue declarations; two whole feeds, as
         # a fresh database's first inserts set off autovacuum's ANALYZE of a tiny table.
         client.post("/api/v1/batches", json=_shift_tasks(10, 900_000)).raise_for_status()
-        for feed in range(2):
-            warm_up = _shift_tasks(batches, 3_000_000 + feed * batches)
+        for warm in range(2):
+            warm_up = _shift_tasks(batches, 3_000_000 + warm * batches)
             client.post("/api/v1/batches", json=warm_up).raise_for_status()
 
         # Seven feeds of fresh batches, each followed by its floor (the same rows through

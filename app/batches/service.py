@@ -153,23 +153,12 @@ async def create_batches(
     existing = await _existing_batches(session, keys, lock=True) if overwrite else {}
 
     now = dt.datetime.now(dt.UTC)
-    rows = list(
-        zip(
-            c["is_closed"],
-            [now if closed else None for closed in c["is_closed"]],
-            c["task_description"],
-            [centers[identifier].id for identifier in c["work_center_identifier"]],
-            c["shift"],
-            c["team"],
-            c["batch_number"],
-            c["batch_date"],
-            c["nomenclature"],
-            c["ekn_code"],
-            c["shift_start"],
-            c["shift_end"],
-            strict=True,
-        )
-    )
+    stored = {
+        **c,
+        "closed_at": [now if closed else None for closed in c["is_closed"]],
+        "work_center_id": [centers[identifier].id for identifier in c["work_center_identifier"]],
+    }
+    rows = list(zip(*(stored[name] for name in INSERTED_COLUMNS), strict=True))
     products = await _products_of(session, [row.id for row in existing.values()])
     # One statement over one array of records: a 1000-row VALUES list costs more to compile
     # than to execute. The response and the events are built while PostgreSQL inserts; the
@@ -239,19 +228,7 @@ def _unsaved(
 
 
 # The fields of a batch response taken from the values sent; the work center by identifier.
-_SENT = (
-    "is_closed",
-    "task_description",
-    "work_center_identifier",
-    "shift",
-    "team",
-    "batch_number",
-    "batch_date",
-    "nomenclature",
-    "ekn_code",
-    "shift_start",
-    "shift_end",
-)
+_SENT = (*BATCH_COLUMNS, "work_center_identifier")
 
 
 async def _existing_batches(
