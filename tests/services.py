@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import transaction
 from app.models import Base
@@ -58,19 +60,25 @@ async def client(services: None) -> AsyncIterator[AsyncTestClient[Any]]:
         yield test_client
 
 
-@pytest.fixture
-async def clean_database(services: None) -> None:
-    # The relay may hold row locks on the outbox while it drains the previous test's events;
-    # TRUNCATE then deadlocks with it now and then: try again.
+async def truncate(
+    begin: Callable[[], AbstractAsyncContextManager[AsyncSession]], tables: str
+) -> None:
+    """TRUNCATE `tables` in a transaction from `begin`, again on a deadlock: a relay may hold
+    row locks on the outbox while it drains, or a scheduler enqueue (tasks, then outbox)."""
     for attempt in range(10):
         try:
-            async with transaction() as session:
-                await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+            async with begin() as session:
+                await session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
             return
         except DBAPIError as exc:
             if "deadlock" not in str(exc) or attempt == 9:
                 raise
             await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def clean_database(services: None) -> None:
+    await truncate(transaction, TABLES)
 
 
 @pytest.fixture(scope="module")

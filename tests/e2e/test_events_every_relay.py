@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from app.outbox import emit_events, outbox_events
 from tests import support
+from tests.services import truncate
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -44,13 +45,12 @@ def receiver() -> Iterator[Receiver]:
 async def sessions(environment: dict[str, str]) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     engine = create_async_engine(environment["DATABASE_URL"])
     make_session = async_sessionmaker(engine, expire_on_commit=False)
-    async with make_session.begin() as session:
-        await session.execute(
-            text(
-                "TRUNCATE webhook_attempts, webhook_deliveries, webhook_subscriptions, outbox, "
-                "tasks, scheduler_runs RESTART IDENTITY CASCADE"
-            )
-        )
+    # The scheduler of `scheduler_and_webhook_workers` may already be enqueueing.
+    await truncate(
+        make_session.begin,
+        "webhook_attempts, webhook_deliveries, webhook_subscriptions, outbox, tasks, "
+        "scheduler_runs",
+    )
     yield make_session
     await engine.dispose()
 
