@@ -139,8 +139,8 @@ async def emit_events(session: AsyncSession, event: str, items: Sequence[Any]) -
     """Record that `event` happened once per item, in the caller's transaction.
 
     One outbox row holds them all, `{"event", "created_at", "items": [data, ...]}`: a feed
-    of 1,000 batches writes one row, not 1,000. The webhook fan-out expands it; each event
-    gets its id there, derived from the row and the item's place (see app.webhooks.service).
+    of 1,000 batches writes one row, not 1,000. `outbox_events` expands it for the webhook
+    fan-out, each event with an id derived from the row and the item's place.
     Items are anything msgspec encodes (dicts, Structs).
     """
     if event not in EVENTS:

@@ -128,7 +128,9 @@ def resolve_batch(item: BatchInput, loc: Loc, *, partial: bool) -> BatchFields:
 
     A feed repeats one set of keys: the plan for that set (which key each field comes
     from) is worked out once. Anything the fast path does not accept goes field by field
-    through `_resolve_checked`, which names the error.
+    through `_resolve_checked`, which names the error. The rules below are `_columns`'s for
+    one item: run through `_columns` on one-item columns they cost 3x as much (8 against
+    2.5 us), and the importer resolves 50,000 rows one by one.
     """
     sent = msgspec.structs.astuple(item)
     plan = _plan(tuple(map(type, sent)), partial)
